@@ -1,0 +1,174 @@
+"""The ``Earnings`` extension: wiring the request hooks, the rate table and the recorder into an app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.engine import Engine
+
+from .endpoints import Route, build_routes, known_task_types, path_of
+from .options import Options, check_option_names, resolve_options
+from .pricing import price
+from .rates import DEFAULT_RATES, RateTable, RateVersion, load_rate_table, read_rate_source
+from .recorder import Recorder
+from .storage import Store, Tables, define_tables, standalone_engine
+from .tasks import EarningsBreakdown, Task
+from .tracking import Tracker
+
+logger = logging.getLogger("flask_earnings")
+
+EXTENSION_KEY = "earnings"
+
+
+@dataclass(slots=True)
+class _AppState:
+    """What one app's registration holds; found again through ``current_app.extensions``."""
+
+    extension: Earnings
+    options: Options
+    routes: dict[str, Route]
+    rates: RateVersion
+    store: Store
+    recorder: Recorder
+
+
+class Earnings:
+    """Turns every inference call of a Flask app into a task record with exact earnings.
+
+    Every option is also an ``EARNINGS_*`` config key; an argument given here wins over the
+    key. See :class:`flask_earnings.options.Options` (and the README) for the list.
+
+    :param app: the app to register with now; or call :meth:`init_app` later.
+    :param db: the app's Flask-SQLAlchemy instance: the tables join its metadata (and so its
+        migrations) and the records go to its database. Without it, the records go to
+        ``EARNINGS_DATABASE_URI``, by default an SQLite file in the app's instance folder.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None, **options: Any) -> None:
+        check_option_names(options)
+        self._db = db
+        self._options = options
+        self._tables: Tables = define_tables(db.metadata if db is not None else sa.MetaData())
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register with ``app``: read its ``EARNINGS_*`` config, validate the rate table and
+        the endpoint rules (an invalid one raises, naming the field), and install the hooks.
+
+        Nothing touches the database here; the tables are created (when the extension owns
+        them) on first use.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "An 'Earnings' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        if self._db is not None and "sqlalchemy" not in app.extensions:
+            raise RuntimeError("Call 'db.init_app(app)' before registering 'Earnings(db=db)' on the app.")
+        options = resolve_options(app, self._options)
+        if options.log_level is not None:
+            logger.setLevel(options.log_level)
+        framework = options.framework or "vllm"
+        routes = build_routes(framework, options.endpoints)
+        table = load_rate_table(
+            DEFAULT_RATES if options.rates is None else read_rate_source(options.rates),
+            frameworks={"ollama", "vllm", framework} | {route.framework for route in routes.values()},
+            task_types=known_task_types(),
+            source="rate table (EARNINGS_RATES)",
+        )
+        store = Store(self._tables, self._engine_factory(app, options), owned=self._db is None)
+        recorder = Recorder(app, store, batch_size=options.batch_size, flush_interval=options.flush_interval)
+        state = _AppState(self, options, routes, RateVersion(1, table), store, recorder)
+        app.extensions[EXTENSION_KEY] = state
+        if options.enabled:
+            tracker = Tracker(routes=routes, options=options, rates=lambda: state.rates, recorder=recorder)
+            app.before_request(tracker.before_request)
+            app.after_request(tracker.after_request)
+            app.teardown_request(tracker.teardown_request)
+
+    def _engine_factory(self, app: Flask, options: Options) -> Callable[[], Engine]:
+        app_ref = weakref.ref(app)
+        db = self._db
+        if db is not None:
+
+            def app_engine() -> Engine:
+                app = app_ref()
+                if app is None:
+                    raise RuntimeError("the app is gone")
+                with app.app_context():
+                    return db.engine
+
+            return app_engine
+        uri = options.database_uri
+        instance_path = app.instance_path
+
+        def own_engine() -> Engine:
+            if uri is not None:
+                return standalone_engine(uri)
+            os.makedirs(instance_path, exist_ok=True)
+            return standalone_engine(f"sqlite:///{os.path.join(instance_path, 'earnings.sqlite3')}")
+
+        return own_engine
+
+    def _state(self) -> _AppState:
+        state: _AppState | None = current_app.extensions.get(EXTENSION_KEY)
+        if state is None or state.extension is not self:
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'Earnings' instance."
+                " Did you forget to call 'init_app'?"
+            )
+        return state
+
+    # Helpers named after the original module's, for the current app.
+
+    def is_trackable_endpoint(self, path: str) -> bool:
+        """Whether a POST to ``path`` (a path or URL; the query string is ignored) is tracked."""
+        return path_of(path) in self._state().routes
+
+    def get_framework(self, path: str) -> str | None:
+        """``ollama``, ``vllm``, ... for a tracked path; ``None`` for any other."""
+        route = self._state().routes.get(path_of(path))
+        return None if route is None else route.framework
+
+    def get_task_type(self, path: str) -> str | None:
+        """``chat``, ``generate``, ``embeddings``, ``chat/completions``, ``completions``; or ``None``."""
+        route = self._state().routes.get(path_of(path))
+        return None if route is None else route.task_type
+
+    def calculate_earnings(
+        self,
+        framework: str,
+        task_type: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        duration_ms: int,
+        model: str | None = None,
+    ) -> EarningsBreakdown:
+        """What a task would earn at the rates in effect now."""
+        rate, _ = self._state().rates.table.lookup(framework, task_type, model)
+        return price(rate, input_tokens=input_tokens, output_tokens=output_tokens, duration_ms=duration_ms)
+
+    @property
+    def rate_table(self) -> RateTable:
+        """The rate table in effect for the current app."""
+        return self._state().rates.table
+
+    # Records.
+
+    def get_task(self, task_id: str) -> Task | None:
+        """The stored task, or ``None``. Work still queued is not seen: :meth:`flush` first."""
+        return self._state().store.load_task(task_id)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every task queued so far is stored and signalled; false on timeout."""
+        return self._state().recorder.flush(timeout)

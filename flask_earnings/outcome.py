@@ -1,0 +1,131 @@
+"""How a call ended and what it earned: read the reply, count the tokens, price the task.
+
+Runs in the background writer, once per task, after the reply has been sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from .pricing import price
+from .replies import Prompt, Reply, UnreadableReplyError, estimate_tokens, read_prompt
+from .tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
+from .tracking import Ending, TaskRun
+
+logger = logging.getLogger("flask_earnings")
+
+_defaulted: set[tuple[str, str]] = set()
+_defaulted_lock = threading.Lock()
+
+
+def started_task(run: TaskRun) -> Task:
+    """The task as it stands once it runs: nothing known yet of its reply."""
+    return Task(
+        id=run.id,
+        request_id=run.request_id,
+        status=TaskStatus.RUNNING,
+        framework=run.route.framework,
+        protocol=run.route.protocol,
+        task_type=run.route.task_type,
+        endpoint=run.route.path,
+        model=None,
+        device_id=run.device_id,
+        client=run.client,
+        streamed=False,
+        input_tokens=None,
+        output_tokens=None,
+        cached_tokens=None,
+        reasoning_tokens=None,
+        tokens_source=None,
+        created_at=run.created_at,
+        started_at=run.created_at,
+        finished_at=None,
+        duration_ms=None,
+        http_status=None,
+        error=None,
+        rate_version=run.rates.number,
+        earnings=None,
+    )
+
+
+def finished_task(run: TaskRun) -> Task:
+    """The task as its reply left it: completed and priced, or failed, or cancelled."""
+    prompt = read_prompt(run.request_body)
+    reply, unreadable = _read_reply(run)
+    error = _failure(run, reply, unreadable)
+    status = TaskStatus.FAILED if error is not None else TaskStatus.COMPLETED
+    if run.ending is Ending.CANCELLED and error is None:
+        status = TaskStatus.CANCELLED
+    model = prompt.model or reply.model
+    input_tokens, output_tokens, source = _tokens(run, prompt, reply)
+    earnings = None
+    if status is TaskStatus.COMPLETED:
+        earnings = _price(run, model, input_tokens, output_tokens)
+    return dataclasses.replace(
+        started_task(run),
+        status=status,
+        model=model,
+        streamed=run.streamed,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=reply.usage.cached_tokens if reply.usage else None,
+        reasoning_tokens=reply.usage.reasoning_tokens if reply.usage else None,
+        tokens_source=source,
+        finished_at=run.finished_at,
+        duration_ms=run.duration_ms,
+        http_status=run.http_status,
+        error=error,
+        earnings=earnings,
+    )
+
+
+def _read_reply(run: TaskRun) -> tuple[Reply, str | None]:
+    if run.reader is None:
+        return Reply(), None
+    try:
+        return run.reader.result(), None
+    except UnreadableReplyError as problem:
+        return Reply(), str(problem)
+
+
+def _failure(run: TaskRun, reply: Reply, unreadable: str | None) -> str | None:
+    """Why the call failed, or ``None`` when it succeeded."""
+    if run.ending is Ending.RAISED:
+        return run.error or "the view raised"
+    if run.ending is Ending.BROKEN:
+        return f"reply broken off: {run.error}"
+    status = run.http_status or 0
+    if not 200 <= status < 300:
+        return run.error or reply.error or f"HTTP {status}"
+    if reply.error is not None:
+        return reply.error
+    if unreadable is not None and run.ending is Ending.DELIVERED:
+        return f"unreadable reply: {unreadable}"
+    return None
+
+
+def _tokens(run: TaskRun, prompt: Prompt, reply: Reply) -> tuple[int, int, TokensSource]:
+    if reply.usage is not None:
+        return reply.usage.input_tokens, reply.usage.output_tokens, TokensSource.REPORTED
+    if reply.usage_problem is not None:
+        logger.warning("Task %s: the reply's usage is malformed (%s); tokens estimated", run.id, reply.usage_problem)
+    output = 0 if run.route.task_type == "embeddings" else estimate_tokens(reply.output_chars)
+    return prompt.estimated_tokens(), output, TokensSource.ESTIMATED
+
+
+def _price(run: TaskRun, model: str | None, input_tokens: int, output_tokens: int) -> EarningsBreakdown:
+    route = run.route
+    rate, own_entry = run.rates.table.lookup(route.framework, route.task_type, model)
+    if not own_entry:
+        _warn_defaulted(route.framework, route.task_type)
+    return price(rate, input_tokens=input_tokens, output_tokens=output_tokens, duration_ms=run.duration_ms or 0)
+
+
+def _warn_defaulted(framework: str, task_type: str) -> None:
+    with _defaulted_lock:
+        if (framework, task_type) in _defaulted:
+            return
+        _defaulted.add((framework, task_type))
+    logger.warning("No earnings rate for %s/%s, using default", framework, task_type)

@@ -1,0 +1,28 @@
+"""The earnings formula of the original module, in exact decimals."""
+
+from __future__ import annotations
+
+import decimal
+
+from .money import MONEY_CONTEXT, canonical
+from .rates import Rate
+from .tasks import EarningsBreakdown
+
+
+def price(rate: Rate, *, input_tokens: int, output_tokens: int, duration_ms: int) -> EarningsBreakdown:
+    """``input_tokens × input + output_tokens × output + base + duration bonus``.
+
+    Exact by construction: the money context traps any rounding.
+    """
+    with decimal.localcontext(MONEY_CONTEXT):
+        input_reward = rate.input * input_tokens
+        output_reward = rate.output * output_tokens
+        duration_bonus = rate.duration_bonus.for_duration(duration_ms)
+        total = input_reward + output_reward + rate.base + duration_bonus
+    return EarningsBreakdown(
+        input_reward=canonical(input_reward),
+        output_reward=canonical(output_reward),
+        base_reward=canonical(rate.base),
+        duration_bonus=canonical(duration_bonus),
+        total=canonical(total),
+    )
