@@ -21,15 +21,14 @@ from typing import Any
 import httpx
 from flask import Flask, request
 
-from flask_earnings import Earnings
-
+from .extensions import earnings
 from .gateway import gateway
 from .simulator import create_simulator
 
 #: Where the simulator answers, inside the process (httpx hands the calls to it directly).
 SIMULATOR_URL = "http://simulator"
 
-earnings = Earnings()
+__all__ = ["create_app", "earnings"]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

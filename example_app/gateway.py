@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import httpx
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .extensions import earnings
+from .usage import with_usage_requested, without_usage
+
 #: Ollama's native API, at the root and under /ollama.
 OLLAMA_PREFIXES = ("", "/ollama")
 OLLAMA_POSTS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
@@ -32,24 +35,32 @@ def upstream() -> httpx.Client:
     return client
 
 
-def relay(url: str, protocol: str) -> Response:
-    """Send this request on to ``url`` and hand back the reply as it arrives."""
+def relay(url: str, protocol: str, *, body: bytes | None = None, strip_usage: bool = False) -> Response:
+    """Send this request on to ``url`` and hand back the reply as it arrives.
+
+    The tracker reads the upstream's own reply; with ``strip_usage`` the client gets it
+    without the usage the gateway asked for on its behalf.
+    """
     headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
     headers["Accept-Encoding"] = "identity"
-    outgoing = upstream().build_request(request.method, url, content=request.get_data(), headers=headers)
+    content = request.get_data() if body is None else body
+    outgoing = upstream().build_request(request.method, url, content=content, headers=headers)
     try:
         reply = upstream().send(outgoing, stream=True)
     except httpx.HTTPError as error:
         return upstream_unreachable(protocol, url, error)
+    content_type = reply.headers.get("Content-Type", "application/json")
+    chunks = earnings.tap_upstream(reply.iter_bytes(), content_type)
+    if strip_usage and content_type.startswith("text/event-stream"):
+        chunks = without_usage(chunks)
 
-    def body() -> Iterator[bytes]:
+    def relayed() -> Iterator[bytes]:
         try:
-            yield from reply.iter_bytes()
+            yield from chunks
         finally:
             reply.close()
 
-    content_type = reply.headers.get("Content-Type", "application/json")
-    return Response(body(), status=reply.status_code, content_type=content_type)
+    return Response(relayed(), status=reply.status_code, content_type=content_type)
 
 
 def upstream_unreachable(protocol: str, url: str, error: httpx.HTTPError) -> Response:
@@ -67,7 +78,11 @@ def _ollama_view(suffix: str) -> Response:
 
 
 def _openai_view(suffix: str) -> Response:
-    return relay(current_app.config["UPSTREAM_OPENAI_URL"].rstrip("/") + suffix, "openai")
+    url = current_app.config["UPSTREAM_OPENAI_URL"].rstrip("/") + suffix
+    if request.method != "POST" or suffix == "/embeddings":
+        return relay(url, "openai")
+    body, added = with_usage_requested(request.get_data())
+    return relay(url, "openai", body=body, strip_usage=added)
 
 
 def _endpoint_name(protocol: str, prefix: str, suffix: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from .rates import DEFAULT_RATES, RateTable, RateVersion, load_rate_table, read_
 from .recorder import Recorder
 from .storage import Store, Tables, define_tables, standalone_engine
 from .tasks import EarningsBreakdown, Task
-from .tracking import Tracker
+from .tracking import Tracker, tap_upstream
 
 logger = logging.getLogger("flask_earnings")
 
@@ -86,7 +86,13 @@ class Earnings:
             source="rate table (EARNINGS_RATES)",
         )
         store = Store(self._tables, self._engine_factory(app, options), owned=self._db is None)
-        recorder = Recorder(app, store, batch_size=options.batch_size, flush_interval=options.flush_interval)
+        recorder = Recorder(
+            app,
+            store,
+            batch_size=options.batch_size,
+            flush_interval=options.flush_interval,
+            pay_cancelled=options.cancelled_policy == "partial",
+        )
         state = _AppState(self, options, routes, RateVersion(1, table), store, recorder)
         app.extensions[EXTENSION_KEY] = state
         if options.enabled:
@@ -162,6 +168,17 @@ class Earnings:
     def rate_table(self) -> RateTable:
         """The rate table in effect for the current app."""
         return self._state().rates.table
+
+    def tap_upstream(self, chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
+        """Count the current task from the upstream's own reply instead of the response.
+
+        A view that changes a reply on its way to the client (say, it asked the upstream for
+        ``stream_options.include_usage`` and removes the usage chunk the client did not ask
+        for) passes the upstream's chunks through this; the tracker reads them as they pass
+        and the response still decides how the call ended. Call it inside the request.
+        """
+        self._state()
+        return tap_upstream(chunks, content_type)
 
     # Records.
 

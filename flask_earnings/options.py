@@ -35,6 +35,8 @@ class Options:
     endpoints: Mapping[str, Any] | None = None
     #: Response header that carries the task id back; ``None`` sends none.
     task_id_header: str | None = "X-Earnings-Task-Id"
+    #: What a task cancelled mid-stream earns: ``"partial"`` (its tokens until then) or ``"none"``.
+    cancelled_policy: str = "partial"
     #: Level of the ``flask_earnings`` logger; ``None`` leaves it to the app's logging setup.
     log_level: str | int | None = None
     #: Database of the task records when no ``db`` is given; ``None``: ``earnings.sqlite3``
@@ -100,6 +102,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("endpoints", lambda value: value is None or isinstance(value, Mapping), "a mapping of paths to rules"),
     ("task_id_header", lambda value: value is None or isinstance(value, str), "a header name or None"),
+    ("cancelled_policy", lambda value: value in ("partial", "none"), "'partial' or 'none'"),
     ("log_level", lambda value: value is None or isinstance(value, (str, int)), "a logging level name or number"),
     ("database_uri", lambda value: value is None or isinstance(value, str), "a database URL"),
     (

@@ -50,18 +50,19 @@ def started_task(run: TaskRun) -> Task:
     )
 
 
-def finished_task(run: TaskRun) -> Task:
-    """The task as its reply left it: completed and priced, or failed, or cancelled."""
+def finished_task(run: TaskRun, *, pay_cancelled: bool) -> Task:
+    """The task as its reply left it: completed and priced, failed, or cancelled.
+
+    A cancelled task (the client went away) keeps the tokens streamed until then, and is
+    paid for them when ``pay_cancelled`` (``EARNINGS_CANCELLED_POLICY = "partial"``).
+    """
     prompt = read_prompt(run.request_body)
     reply, unreadable = _read_reply(run)
-    error = _failure(run, reply, unreadable)
-    status = TaskStatus.FAILED if error is not None else TaskStatus.COMPLETED
-    if run.ending is Ending.CANCELLED and error is None:
-        status = TaskStatus.CANCELLED
+    status, error = _status(run, reply, unreadable)
     model = prompt.model or reply.model
     input_tokens, output_tokens, source = _tokens(run, prompt, reply)
     earnings = None
-    if status is TaskStatus.COMPLETED:
+    if status is TaskStatus.COMPLETED or (status is TaskStatus.CANCELLED and pay_cancelled):
         earnings = _price(run, model, input_tokens, output_tokens)
     return dataclasses.replace(
         started_task(run),
@@ -90,20 +91,25 @@ def _read_reply(run: TaskRun) -> tuple[Reply, str | None]:
         return Reply(), str(problem)
 
 
-def _failure(run: TaskRun, reply: Reply, unreadable: str | None) -> str | None:
-    """Why the call failed, or ``None`` when it succeeded."""
+def _status(run: TaskRun, reply: Reply, unreadable: str | None) -> tuple[TaskStatus, str | None]:
+    """How the call ended, and why it failed if it did."""
+    failed = TaskStatus.FAILED
     if run.ending is Ending.RAISED:
-        return run.error or "the view raised"
+        return failed, run.error or "the view raised"
     if run.ending is Ending.BROKEN:
-        return f"reply broken off: {run.error}"
-    status = run.http_status or 0
-    if not 200 <= status < 300:
-        return run.error or reply.error or f"HTTP {status}"
+        return failed, f"reply broken off: {run.error}"
+    http_status = run.http_status or 0
+    if not 200 <= http_status < 300:
+        return failed, run.error or reply.error or f"HTTP {http_status}"
     if reply.error is not None:
-        return reply.error
-    if unreadable is not None and run.ending is Ending.DELIVERED:
-        return f"unreadable reply: {unreadable}"
-    return None
+        return failed, reply.error
+    if run.ending is Ending.CANCELLED:
+        return TaskStatus.CANCELLED, None
+    if unreadable is not None:
+        return failed, f"unreadable reply: {unreadable}"
+    if reply.truncated:
+        return failed, "the stream stopped before its end"
+    return TaskStatus.COMPLETED, None
 
 
 def _tokens(run: TaskRun, prompt: Prompt, reply: Reply) -> tuple[int, int, TokensSource]:

@@ -54,9 +54,12 @@ _Notice = tuple[NamedSignal, Task, Mapping[str, Any]]
 class Recorder:
     """One app's queue and writer thread (started on first use, again in a forked child)."""
 
-    def __init__(self, app: Flask, store: Store, *, batch_size: int, flush_interval: float) -> None:
+    def __init__(
+        self, app: Flask, store: Store, *, batch_size: int, flush_interval: float, pay_cancelled: bool
+    ) -> None:
         self._app = weakref.ref(app)
         self.store = store
+        self.pay_cancelled = pay_cancelled
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -164,19 +167,17 @@ class Recorder:
         return [(signals.task_created, created, {}), (signals.task_started, task, {})]
 
     def _add_finished(self, batch: Batch, run: TaskRun, now: datetime) -> list[_Notice]:
-        task = finished_task(run)
+        task = finished_task(run, pay_cancelled=self.pay_cancelled)
         row = task_row(task)
         if task.id in self._stored_running:
             batch.updates[task.id] = row
         else:  # started in this same batch: one insert of the final state
             batch.inserts[task.id] = row
-        if task.earnings is None:
-            return [(_END_SIGNALS[task.status], task, {})]
-        batch.records.append(record_row(task, now))
-        return [
-            (signals.task_completed, task, {}),
-            (signals.earnings_recorded, task, {"earnings": task.earnings}),
-        ]
+        notices: list[_Notice] = [(_END_SIGNALS[task.status], task, {})]
+        if task.earnings is not None:
+            batch.records.append(record_row(task, now))
+            notices.append((signals.earnings_recorded, task, {"earnings": task.earnings}))
+        return notices
 
     def _store(self, batch: Batch) -> None:
         """Store the batch, trying again while the database refuses it."""

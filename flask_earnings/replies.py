@@ -37,6 +37,8 @@ class Reply:
     output_chars: int = 0
     #: Why reported counts were not usable, if they were malformed.
     usage_problem: str | None = None
+    #: A stream that stopped before its proper end (Ollama's ``done``, OpenAI's ``[DONE]``).
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

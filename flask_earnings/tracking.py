@@ -26,7 +26,8 @@ from flask import Response, g, request
 from .endpoints import Route
 from .options import Options
 from .rates import RateVersion
-from .replies import BufferedReply, ReplyReader
+from .replies import ReplyReader
+from .streams import STREAM_TYPES, reader_for
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_earnings")
 
 _RUN = "_flask_earnings_run"
-
-#: Content types of streamed replies: Ollama's NDJSON, OpenAI's server-sent events.
-STREAM_TYPES = frozenset({"application/x-ndjson", "text/event-stream"})
 
 
 class Ending(enum.Enum):
@@ -67,6 +65,8 @@ class TaskRun:
     http_status: int | None = None
     streamed: bool = False
     reader: ReplyReader | None = None
+    #: The reader follows the upstream's reply (see :func:`tap_upstream`), not the response.
+    reads_upstream: bool = False
     # Known once the reply has been sent:
     error: str | None = None
     ending: Ending | None = None
@@ -89,51 +89,82 @@ class TaskRun:
 class BodyTap:
     """A response body passed through untouched, each chunk shown to the task's reader.
 
-    It knows how the body ended: run to its end, closed early, or broken by an exception.
+    Iterating it is iterating a plain generator (no Python-level ``__next__`` per chunk).
+    The task ends the moment the body does: run to its end (the last chunk has been handed
+    to the server), broken by an exception, or dropped before its end (the server closed
+    it, or let it go, because the client went away). Ending there, and not only in
+    ``close()``, keeps a task from staying ``running`` under a server that skips
+    ``close()`` when the client resets the connection (Werkzeug's development server can).
     """
 
-    __slots__ = ("_body", "_ending", "_iterator", "_on_close", "_run")
+    __slots__ = ("_body", "_on_close", "_reader", "_run")
 
     def __init__(
-        self, body: Iterable[bytes] | Iterable[str], run: TaskRun, on_close: Callable[[TaskRun, Ending], None]
+        self,
+        body: Iterable[bytes] | Iterable[str],
+        run: TaskRun,
+        reader: ReplyReader | None,
+        on_close: Callable[[TaskRun, Ending], None],
     ) -> None:
         self._body = body
-        self._iterator: Iterator[bytes | str] = iter(body)
         self._run = run
+        self._reader = reader
         self._on_close = on_close
-        self._ending: Ending | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        return self
+        return self._pass_through()
 
-    def __next__(self) -> bytes:
+    def _pass_through(self) -> Iterator[bytes]:
+        ending = Ending.CANCELLED  # unless the body runs to its end or raises
         try:
-            item = next(self._iterator)
-        except StopIteration:
-            self._ending = Ending.DELIVERED
+            yield from fed(self._body, self._run, self._reader)
+            ending = Ending.DELIVERED
+        except GeneratorExit:
             raise
         except BaseException as error:
-            self._ending = Ending.BROKEN
+            ending = Ending.BROKEN
             self._run.error = describe(error)
             raise
-        # Werkzeug sends text as UTF-8 all the same; the reader sees the bytes that are sent.
-        chunk = item.encode() if isinstance(item, str) else item
-        reader = self._run.reader
-        if reader is not None:
-            try:
-                reader.feed(chunk)
-            except Exception:
-                logger.exception("Reading the reply of task %s failed; its counts will be estimated", self._run.id)
-                self._run.reader = None
-        return chunk
+        finally:
+            self._on_close(self._run, ending)
 
     def close(self) -> None:
+        """Close the view's body; a body never iterated ended here (unless it had none to send)."""
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
                 close()
         finally:
-            self._on_close(self._run, self._ending or Ending.CANCELLED)
+            nothing_to_send = self._run.http_status in (204, 304)
+            self._on_close(self._run, Ending.DELIVERED if nothing_to_send else Ending.CANCELLED)
+
+
+def fed(chunks: Iterable[bytes] | Iterable[str], run: TaskRun, reader: ReplyReader | None) -> Iterator[bytes]:
+    """The chunks, each shown to ``reader`` first; a reader that fails is dropped, not the reply."""
+    for item in chunks:
+        # Werkzeug sends text as UTF-8 all the same; the reader sees the bytes that are sent.
+        chunk = item if isinstance(item, bytes) else item.encode()
+        if reader is not None:
+            try:
+                reader.feed(chunk)
+            except Exception:
+                logger.exception("Reading the reply of task %s failed; its counts will be estimated", run.id)
+                reader = run.reader = None
+        yield chunk
+
+
+def tap_upstream(chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
+    """Read the current task's counts from the upstream's own reply rather than the response.
+
+    For views that change the reply on its way to the client (removing a usage chunk the
+    client did not ask for, say). Outside a tracked request the chunks pass as they are.
+    """
+    run: TaskRun | None = getattr(g, _RUN, None)
+    if run is None:
+        return iter(chunks)
+    run.reader = reader_for(run.route, content_type.partition(";")[0].strip().lower())
+    run.reads_upstream = True
+    return fed(chunks, run, run.reader)
 
 
 class Tracker:
@@ -204,24 +235,14 @@ class Tracker:
         run.request_body = _request_body()
         mimetype = response.mimetype or ""
         run.streamed = mimetype in STREAM_TYPES
-        run.reader = BufferedReply(run.route)
+        if not run.reads_upstream:
+            run.reader = reader_for(run.route, mimetype)
         header = self.options.task_id_header
         if header:
             response.headers[header] = run.id
-        if response.is_sequence and not response.direct_passthrough:
-            response.call_on_close(lambda: self._finish_sequence(run, response))
-        else:
-            response.response = BodyTap(response.response, run, self._finish)
+        reader = None if run.reads_upstream else run.reader
+        response.response = BodyTap(response.response, run, reader, self._finish)
         run.attached = True
-
-    def _finish_sequence(self, run: TaskRun, response: Response) -> None:
-        if run.reader is not None:
-            try:
-                run.reader.feed(response.get_data())
-            except Exception:
-                logger.exception("Reading the reply of task %s failed; its counts will be estimated", run.id)
-                run.reader = None
-        self._finish(run, Ending.DELIVERED)
 
     def _finish(self, run: TaskRun, ending: Ending) -> None:
         if run.end(ending):

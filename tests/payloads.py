@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 CREATED_AT = "2026-12-04T10:00:00.000000Z"
@@ -160,3 +161,84 @@ def ollama_error(message: str = "model 'llama9' not found") -> dict[str, Any]:
 
 def openai_error(message: str = "The model `gpt-9` does not exist.", code: int = 404) -> dict[str, Any]:
     return {"error": {"message": message, "type": "NotFoundError", "param": "model", "code": code}}
+
+
+# Streams.
+
+WORDS = ["The", " sky", " is", " blue", " because", " of", " Rayleigh", " scattering", "."]
+
+
+def ollama_stream(
+    kind: str = "chat",
+    words: list[str] = WORDS,
+    prompt_eval_count: int | None = 26,
+    eval_count: int | None = 9,
+    model: str = "llama3.2",
+) -> list[bytes]:
+    """An Ollama NDJSON stream, one line a chunk; the last line has ``done`` and the counts."""
+
+    def piece(text: str) -> dict[str, Any]:
+        return {"message": {"role": "assistant", "content": text}} if kind == "chat" else {"response": text}
+
+    lines = [{"model": model, "created_at": CREATED_AT, **piece(word), "done": False} for word in words]
+    final: dict[str, Any] = {
+        "model": model,
+        "created_at": CREATED_AT,
+        **piece(""),
+        "done": True,
+        "done_reason": "stop",
+        "total_duration": 2_283_116_167,
+        "load_duration": 12_345_000,
+        "prompt_eval_duration": 61_000_000,
+        "eval_duration": 2_201_000_000,
+    }
+    if prompt_eval_count:
+        final["prompt_eval_count"] = prompt_eval_count
+    if eval_count:
+        final["eval_count"] = eval_count
+    return [json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in [*lines, final]]
+
+
+def openai_stream(
+    kind: str = "chat",
+    words: list[str] = WORDS,
+    usage: dict[str, Any] | None = None,
+    *,
+    newline: str = "\n",
+    compact: bool = True,
+    model: str = "Qwen/Qwen2.5-7B-Instruct",
+) -> list[bytes]:
+    """An OpenAI-compatible SSE stream, one event a chunk, as vLLM sends it (compact JSON;
+    ``compact=False`` spaces it as Python's json module does, like llama-cpp-python's server).
+
+    With ``usage``, every chunk has ``"usage": null`` and one more chunk before ``[DONE]``
+    carries it, as ``stream_options.include_usage`` asks."""
+    chat = kind == "chat"
+    separators = (",", ":") if compact else (", ", ": ")
+    extra = {"usage": None} if usage is not None else {}
+
+    def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+        data = {
+            "id": "chatcmpl-5d1e" if chat else "cmpl-5d1e",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": 1764842400,
+            "model": model,
+            "choices": choices,
+            **extra,
+            **more,
+        }
+        return f"data: {json.dumps(data, separators=separators)}{newline}{newline}".encode()
+
+    def choice(text: str, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+        if chat:
+            delta = {"role": "assistant", "content": text} if role else {"content": text}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    events = [event([choice("", role=True)])] if chat else []
+    events += [event([choice(word)]) for word in words]
+    events.append(event([choice("", finish="stop")]))
+    if usage is not None:
+        events.append(event([], usage=usage))
+    events.append(f"data: [DONE]{newline}{newline}".encode())
+    return events

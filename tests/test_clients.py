@@ -133,3 +133,69 @@ def test_ollama_client_error_is_a_failed_task(gateway: tuple[Flask, str, Receive
 
     [failed] = wait_for(received, "task_failed", 1)
     assert (failed.error, failed.http_status) == ("model 'llama9' not found", 404)
+
+
+# Streams.
+
+
+@pytest.mark.parametrize("include_usage", [True, False], ids=["asks for usage", "does not ask"])
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+def test_openai_client_streams_get_exact_counts(
+    gateway: tuple[Flask, str, Received], include_usage: bool, kind: str
+) -> None:
+    app, base, _ = gateway
+    client = openai.OpenAI(base_url=base + "/v1", api_key="sk-test")
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+
+    if kind == "chat":
+        raw = client.chat.completions.with_raw_response.create(
+            model="llama3.2", messages=[{"role": "user", "content": QUESTION}], max_tokens=6, stream=True, **options
+        )
+    else:
+        raw = client.completions.with_raw_response.create(
+            model="llama3.2", prompt=QUESTION, max_tokens=6, stream=True, **options
+        )
+    chunks = list(raw.parse())
+    task = stored_task(app, gateway_earnings, raw.headers[TASK_HEADER])
+
+    usage_chunks = [chunk for chunk in chunks if chunk.usage is not None]
+    if include_usage:
+        assert [chunk.choices for chunk in usage_chunks] == [[]]
+        assert usage_chunks[0].usage is not None
+        assert (usage_chunks[0].usage.prompt_tokens, usage_chunks[0].usage.completion_tokens) == (5, 6)
+    else:
+        assert usage_chunks == []  # the client sees the stream it asked for
+        assert all(chunk.choices for chunk in chunks)
+    assert task.status is TaskStatus.COMPLETED and task.streamed is True
+    assert (task.input_tokens, task.output_tokens, task.tokens_source) == (5, 6, TokensSource.REPORTED)
+    assert task.earnings is not None
+    assert task.earnings.total == 5 * Decimal("0.0015") + 6 * Decimal("0.003") + Decimal("0.015")
+
+
+@pytest.mark.parametrize("prefix", ["", "/ollama"])
+def test_ollama_client_streams_get_exact_counts(gateway: tuple[Flask, str, Received], prefix: str) -> None:
+    _app, base, received = gateway
+    client = ollama.Client(host=base + prefix)
+
+    chat = list(client.chat(model="llama3.2", messages=[{"role": "user", "content": QUESTION}], stream=True))
+    generated = list(client.generate(model="llama3.2", prompt=QUESTION, options={"num_predict": 4}, stream=True))
+
+    assert (chat[-1].done, chat[-1].prompt_eval_count, chat[-1].eval_count) == (True, 5, 8)
+    assert "".join(part.message.content or "" for part in chat) == "the sky is blue because molecules in the"
+    assert (generated[-1].prompt_eval_count, generated[-1].eval_count) == (5, 4)
+    chat_task, generate_task = wait_for(received, "task_completed", 2)
+    assert (chat_task.endpoint, chat_task.input_tokens, chat_task.output_tokens) == (prefix + "/api/chat", 5, 8)
+    assert (generate_task.input_tokens, generate_task.output_tokens) == (5, 4)
+    assert chat_task.streamed and generate_task.streamed
+    assert chat_task.tokens_source is TokensSource.REPORTED
+
+
+def test_ollama_client_stream_error_fails_the_task(gateway: tuple[Flask, str, Received]) -> None:
+    _app, base, received = gateway
+    client = ollama.Client(host=base)
+
+    with pytest.raises(ollama.ResponseError, match="model 'llama9' not found"):
+        list(client.chat(model="llama9", messages=[{"role": "user", "content": QUESTION}], stream=True))
+
+    [failed] = wait_for(received, "task_failed", 1)
+    assert failed.error == "model 'llama9' not found"

@@ -117,3 +117,38 @@ def test_an_unreachable_upstream_is_a_502_in_the_protocols_shape_and_a_failed_ta
 def test_the_upstream_mode_must_be_known() -> None:
     with pytest.raises(ValueError, match="EXAMPLE_UPSTREAM must be 'simulator' or 'proxy'"):
         create_app({"EXAMPLE_UPSTREAM": "magic"})
+
+
+def test_usage_is_asked_for_only_when_the_client_streams_without_it() -> None:
+    from example_app.usage import with_usage_requested
+
+    asked, added = with_usage_requested(json.dumps({**CHAT, "stream": True}).encode())
+    kept, not_added = with_usage_requested(
+        json.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True}}).encode()
+    )
+    whole, not_streamed = with_usage_requested(json.dumps(CHAT).encode())
+
+    assert added and json.loads(asked)["stream_options"] == {"include_usage": True}
+    assert not not_added and json.loads(kept)["stream_options"] == {"include_usage": True}
+    assert not not_streamed and json.loads(whole) == CHAT
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_the_added_usage_is_removed_from_what_the_client_receives(newline: str) -> None:
+    from example_app.usage import without_usage
+
+    from .payloads import openai_stream
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
+    asked_for = b"".join(openai_stream("chat", usage=None, newline=newline))
+    with_usage = b"".join(openai_stream("chat", usage=usage, newline=newline))
+    pieces = [with_usage[i : i + 7] for i in range(0, len(with_usage), 7)]  # events split anywhere
+
+    assert b"".join(without_usage(iter(pieces))) == asked_for
+
+
+def test_tap_upstream_outside_a_tracked_request_passes_the_chunks_through(tmp_path: Path) -> None:
+    app = create_app({"EARNINGS_DATABASE_URI": f"sqlite:///{tmp_path / 'gateway.sqlite3'}"})
+
+    with app.test_request_context("/v1/models"):
+        assert list(gateway_earnings.tap_upstream(iter([b"a", b"b"]), "text/event-stream")) == [b"a", b"b"]
