@@ -7,6 +7,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,11 +18,13 @@ from sqlalchemy.engine import Engine
 from .endpoints import Route, build_routes, known_task_types, path_of
 from .options import Options, check_option_names, resolve_options
 from .pricing import price
-from .rates import DEFAULT_RATES, RateTable, RateVersion, load_rate_table, read_rate_source
+from .rates import DEFAULT_RATES, RateTable, load_rate_table, read_rate_source
 from .recorder import Recorder
+from .signals import rates_changed, send
 from .storage import Store, Tables, define_tables, standalone_engine
 from .tasks import EarningsBreakdown, Task
 from .tracking import Tracker, tap_upstream
+from .versions import RateBook, RateVersion
 
 logger = logging.getLogger("flask_earnings")
 
@@ -35,7 +38,7 @@ class _AppState:
     extension: Earnings
     options: Options
     routes: dict[str, Route]
-    rates: RateVersion
+    rate_book: RateBook
     store: Store
     recorder: Recorder
 
@@ -57,6 +60,7 @@ class Earnings:
         self._db = db
         self._options = options
         self._tables: Tables = define_tables(db.metadata if db is not None else sa.MetaData())
+        self._admin_auth: Callable[[], str | None] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -79,27 +83,50 @@ class Earnings:
             logger.setLevel(options.log_level)
         framework = options.framework or "vllm"
         routes = build_routes(framework, options.endpoints)
+        frameworks = {"ollama", "vllm", framework} | {route.framework for route in routes.values()}
         table = load_rate_table(
             DEFAULT_RATES if options.rates is None else read_rate_source(options.rates),
-            frameworks={"ollama", "vllm", framework} | {route.framework for route in routes.values()},
+            frameworks=frameworks,
             task_types=known_task_types(),
             source="rate table (EARNINGS_RATES)",
         )
         store = Store(self._tables, self._engine_factory(app, options), owned=self._db is None)
+        rate_book = RateBook(
+            store,
+            table,
+            frameworks=frameworks,
+            task_types=known_task_types(),
+            refresh_interval=options.rates_refresh_interval,
+        )
+        rate_book.on_change = partial(_announce_rates, weakref.ref(app))
         recorder = Recorder(
             app,
             store,
+            rate_book,
             batch_size=options.batch_size,
             flush_interval=options.flush_interval,
             pay_cancelled=options.cancelled_policy == "partial",
         )
-        state = _AppState(self, options, routes, RateVersion(1, table), store, recorder)
-        app.extensions[EXTENSION_KEY] = state
+        app.extensions[EXTENSION_KEY] = _AppState(self, options, routes, rate_book, store, recorder)
         if options.enabled:
-            tracker = Tracker(routes=routes, options=options, rates=lambda: state.rates, recorder=recorder)
+            tracker = Tracker(routes=routes, options=options, rates=rate_book.current, recorder=recorder)
             app.before_request(tracker.before_request)
             app.after_request(tracker.after_request)
             app.teardown_request(tracker.teardown_request)
+        if options.admin_url_prefix is not None:
+            from .admin import blueprint
+
+            app.register_blueprint(blueprint, url_prefix=options.admin_url_prefix)
+
+    def admin_auth(self, callback: Callable[[], str | None]) -> Callable[[], str | None]:
+        """Register the function that lets someone into the admin, as a decorator.
+
+        It is called inside each admin request, with no arguments, and returns the name of
+        the person or system acting (kept in the rate history), or ``None`` to refuse. Use
+        it to reuse the app's own sign-in, Flask-Login's ``current_user`` say.
+        """
+        self._admin_auth = callback
+        return callback
 
     def _engine_factory(self, app: Flask, options: Options) -> Callable[[], Engine]:
         app_ref = weakref.ref(app)
@@ -161,13 +188,18 @@ class Earnings:
         model: str | None = None,
     ) -> EarningsBreakdown:
         """What a task would earn at the rates in effect now."""
-        rate, _ = self._state().rates.table.lookup(framework, task_type, model)
+        rate, _ = self.rate_table.lookup(framework, task_type, model)
         return price(rate, input_tokens=input_tokens, output_tokens=output_tokens, duration_ms=duration_ms)
 
     @property
     def rate_table(self) -> RateTable:
         """The rate table in effect for the current app."""
-        return self._state().rates.table
+        return self.rate_version.table
+
+    @property
+    def rate_version(self) -> RateVersion:
+        """The rate version in effect for the current app: its number, table and history entry."""
+        return self._state().rate_book.current()
 
     def tap_upstream(self, chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
         """Count the current task from the upstream's own reply instead of the response.
@@ -189,3 +221,11 @@ class Earnings:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every task queued so far is stored and signalled; false on timeout."""
         return self._state().recorder.flush(timeout)
+
+
+def _announce_rates(app_ref: weakref.ref[Flask], version: RateVersion) -> None:
+    app = app_ref()
+    if app is not None:
+        with app.app_context():
+            logger.info("Rates now at version %s (%s)", version.number, version.source)
+            send(rates_changed, app, version=version)

@@ -42,6 +42,13 @@ class Options:
     #: Database of the task records when no ``db`` is given; ``None``: ``earnings.sqlite3``
     #: in the app's instance folder.
     database_uri: str | None = None
+    #: Seconds between two checks for a rate version made by another process.
+    rates_refresh_interval: float = 1.0
+    #: Where the admin blueprint (pages and JSON API) is served; ``None`` serves none.
+    admin_url_prefix: str | None = "/earnings"
+    #: Bearer token that opens the admin (``Authorization: Bearer ...``, or the sign-in page).
+    #: With neither a token nor an ``@earnings.admin_auth`` callback the admin answers 403.
+    admin_token: str | None = None
     #: Most records the background writer stores in one transaction.
     batch_size: int = 500
     #: Seconds the writer waits to gather a batch before it writes.
@@ -111,6 +118,21 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
         "a positive whole number",
     ),
     ("flush_interval", lambda value: _is_number(value) and 0 < value <= 60, "a number of seconds between 0 and 60"),
+    (
+        "rates_refresh_interval",
+        lambda value: _is_number(value) and 0 < value <= 60,
+        "a number of seconds between 0 and 60",
+    ),
+    (
+        "admin_url_prefix",
+        lambda value: value is None or (isinstance(value, str) and value.startswith("/") and not value.endswith("/")),
+        "None or a path such as '/earnings'",
+    ),
+    (
+        "admin_token",
+        lambda value: value is None or (isinstance(value, str) and len(value) >= 16),
+        "None or a secret of at least 16 characters",
+    ),
 )
 
 

@@ -158,14 +158,6 @@ class RateTable:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class RateVersion:
-    """A table as it was in effect; tasks store the number of the version they were priced with."""
-
-    number: int
-    table: RateTable
-
-
 def load_rate_table(
     data: Any,
     *,

@@ -2,7 +2,8 @@
 
 The request path only puts a task on a queue. One thread per app and process takes them off
 in batches, works out how each call ended and what it earned, stores the whole batch in one
-transaction, then sends the signals and writes the log lines, in lifecycle order.
+transaction, then sends the signals and writes the log lines, in lifecycle order. Between
+batches it also looks for a rate version made by another process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .outcome import finished_task, started_task
 from .storage import Batch, Store, record_row, task_row
 from .tasks import Task, TaskStatus
 from .tracking import TaskRun
+from .versions import RateBook
 
 logger = logging.getLogger("flask_earnings")
 
@@ -55,10 +57,18 @@ class Recorder:
     """One app's queue and writer thread (started on first use, again in a forked child)."""
 
     def __init__(
-        self, app: Flask, store: Store, *, batch_size: int, flush_interval: float, pay_cancelled: bool
+        self,
+        app: Flask,
+        store: Store,
+        rate_book: RateBook,
+        *,
+        batch_size: int,
+        flush_interval: float,
+        pay_cancelled: bool,
     ) -> None:
         self._app = weakref.ref(app)
         self.store = store
+        self.rate_book = rate_book
         self.pay_cancelled = pay_cancelled
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -114,20 +124,20 @@ class Recorder:
             items = self._collect()
             if items is None:
                 return
-            self._write(items)
+            if items:
+                self._write(items)
+            self.rate_book.refresh_if_due()
 
     def _collect(self) -> list[_Item] | None:
         """The next batch: wait for one item, then gather more for up to ``flush_interval``.
 
-        ``None`` once the app is gone and nothing is left to write.
+        Empty when nothing came for a while (time to look at the rates), ``None`` once the
+        app is gone and nothing is left to write.
         """
-        while True:
-            try:
-                first = self._queue.get(timeout=1.0)
-                break
-            except queue.Empty:
-                if self._app() is None:
-                    return None
+        try:
+            first = self._queue.get(timeout=min(1.0, self.rate_book.refresh_interval))
+        except queue.Empty:
+            return None if self._app() is None else []
         items = [first]
         deadline = time.monotonic() + self.flush_interval
         while len(items) < self.batch_size and not isinstance(items[-1], _FlushMarker):
@@ -205,7 +215,7 @@ class Recorder:
         with app.app_context():
             for signal, task, extra in notices:
                 _log(signal, task)
-                _send(signal, app, task, extra)
+                signals.send(signal, app, task=task, **extra)
 
 
 _END_SIGNALS = {
@@ -213,15 +223,6 @@ _END_SIGNALS = {
     TaskStatus.FAILED: signals.task_failed,
     TaskStatus.CANCELLED: signals.task_cancelled,
 }
-
-
-def _send(signal: NamedSignal, app: Flask, task: Task, extra: Mapping[str, Any]) -> None:
-    """Call each receiver on its own, so that one that raises cannot silence the others."""
-    for receiver in signal.receivers_for(app):
-        try:
-            receiver(app, task=task, **extra)
-        except Exception:
-            logger.exception("A receiver of %s raised; task %s is recorded all the same", signal.name, task.id)
 
 
 def _log(signal: NamedSignal, task: Task) -> None:

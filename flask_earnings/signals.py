@@ -17,7 +17,13 @@ still run.
 
 from __future__ import annotations
 
-from blinker import Namespace
+import logging
+from typing import Any
+
+from blinker import NamedSignal, Namespace
+from flask import Flask
+
+logger = logging.getLogger("flask_earnings")
 
 _signals = Namespace()
 
@@ -33,3 +39,15 @@ task_failed = _signals.signal("task-failed")
 task_cancelled = _signals.signal("task-cancelled")
 #: A completed task's earnings were stored; keyword ``earnings`` is the breakdown.
 earnings_recorded = _signals.signal("earnings-recorded")
+#: This process now prices new tasks with another rate version (an edit made here or in any
+#: other process, seen within ``EARNINGS_RATES_REFRESH_INTERVAL``); keyword ``version``.
+rates_changed = _signals.signal("rates-changed")
+
+
+def send(signal: NamedSignal, app: Flask, **kwargs: Any) -> None:
+    """Call each receiver on its own, so that one that raises cannot silence the others."""
+    for receiver in signal.receivers_for(app):
+        try:
+            receiver(app, **kwargs)
+        except Exception:
+            logger.exception("A receiver of %s raised; it is skipped", signal.name)

@@ -22,6 +22,7 @@ from .tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 
 TASKS_TABLE = "earnings_tasks"
 RECORDS_TABLE = "earnings_records"
+VERSIONS_TABLE = "earnings_rate_versions"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -47,12 +48,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 class Tables:
     tasks: sa.Table
     records: sa.Table
+    versions: sa.Table
 
 
 def define_tables(metadata: sa.MetaData) -> Tables:
-    """The two tables on ``metadata``; defined once, found again on later calls."""
+    """The tables on ``metadata``; defined once, found again on later calls."""
     if TASKS_TABLE in metadata.tables:
-        return Tables(metadata.tables[TASKS_TABLE], metadata.tables[RECORDS_TABLE])
+        return Tables(*(metadata.tables[name] for name in (TASKS_TABLE, RECORDS_TABLE, VERSIONS_TABLE)))
     tasks = sa.Table(
         TASKS_TABLE,
         metadata,
@@ -93,7 +95,22 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("rate_version", sa.Integer),
         sa.Column("recorded_at", UTCDateTime, nullable=False, index=True),
     )
-    return Tables(tasks, records)
+    versions = sa.Table(
+        VERSIONS_TABLE,
+        metadata,
+        # Append-only: a version is never updated or deleted; the key makes two writers of
+        # the same next number fail but one.
+        sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("actor", sa.String(255)),
+        sa.Column("request_id", sa.String(200)),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("based_on", sa.Integer),
+        sa.Column("rolled_back_from", sa.Integer),
+        sa.Column("rate_table", sa.Text, nullable=False),
+        sa.Column("changes", sa.Text, nullable=False),
+    )
+    return Tables(tasks, records, versions)
 
 
 #: A task row holds every attribute of the snapshot but its earnings, which have their own table.
@@ -186,12 +203,7 @@ class Store:
                 connection.execute(records.insert(), batch.records)
 
     def load_task(self, task_id: str) -> Task | None:
-        tasks, records = self.tables.tasks, self.tables.records
-        query = (
-            sa.select(tasks, *[records.c[name] for name in _EARNINGS_COLUMNS])
-            .select_from(tasks.outerjoin(records, records.c.task_id == tasks.c.id))
-            .where(tasks.c.id == task_id)
-        )
+        query = tasks_with_earnings(self.tables).where(self.tables.tasks.c.id == task_id)
         with self.connect() as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else task_from_row(row)
@@ -201,13 +213,20 @@ class Store:
             return
         with self._lock:
             if not self._ready and self._owned:
-                self.tables.tasks.metadata.create_all(
-                    self.engine, tables=[self.tables.tasks, self.tables.records], checkfirst=True
-                )
+                tables = [self.tables.tasks, self.tables.records, self.tables.versions]
+                self.tables.tasks.metadata.create_all(self.engine, tables=tables, checkfirst=True)
             self._ready = True
 
 
 _EARNINGS_COLUMNS = ("input_reward", "output_reward", "base_reward", "duration_bonus", "total")
+
+
+def tasks_with_earnings(tables: Tables) -> sa.Select[Any]:
+    """Every task row with its earnings columns (``NULL`` when it earned nothing)."""
+    tasks, records = tables.tasks, tables.records
+    return sa.select(tasks, *[records.c[name] for name in _EARNINGS_COLUMNS]).select_from(
+        tasks.outerjoin(records, records.c.task_id == tasks.c.id)
+    )
 
 
 def task_from_row(row: Any) -> Task:

@@ -25,12 +25,12 @@ from flask import Response, g, request
 
 from .endpoints import Route
 from .options import Options
-from .rates import RateVersion
 from .replies import ReplyReader
 from .streams import STREAM_TYPES, reader_for
 
 if TYPE_CHECKING:
     from .recorder import Recorder
+    from .versions import RateVersion
 
 logger = logging.getLogger("flask_earnings")
 

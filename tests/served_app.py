@@ -1,0 +1,38 @@
+"""A small tracked app, run in a process of its own: ``python -m tests.served_app DATABASE_URL``.
+
+It prints ``port <n>`` once it serves, on a free loopback port, and answers
+``POST /v1/embeddings`` with a vLLM-shaped reply of 100 input tokens.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from flask import Flask, Response, jsonify
+from werkzeug.serving import make_server
+
+from flask_earnings import Earnings
+
+from . import payloads
+
+
+def create_app(database_uri: str) -> Flask:
+    app = Flask("served_app", instance_path=tempfile.mkdtemp())
+    Earnings(app, database_uri=database_uri, log_level="WARNING")
+
+    @app.post("/v1/embeddings")
+    def embeddings() -> Response:
+        return jsonify(payloads.openai_embeddings_reply(100))
+
+    return app
+
+
+def main() -> None:
+    server = make_server("127.0.0.1", 0, create_app(sys.argv[1]), threaded=True)
+    print(f"port {server.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
