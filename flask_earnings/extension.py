@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -103,8 +104,10 @@ class Earnings:
             app,
             store,
             rate_book,
+            spool_dir=Path(options.spool_dir or os.path.join(app.instance_path, "earnings-spool")),
             batch_size=options.batch_size,
             flush_interval=options.flush_interval,
+            queue_size=options.queue_size,
             pay_cancelled=options.cancelled_policy == "partial",
         )
         app.extensions[EXTENSION_KEY] = _AppState(self, options, routes, rate_book, store, recorder)

@@ -33,16 +33,18 @@ MONEY_CONTEXT = decimal.Context(
 )
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 
 SQLITE_SUM_FUNCTION = "earnings_decimal_sum"
 
 
 def canonical(amount: Decimal) -> Decimal:
     """The same amount without trailing zeros (``1.8510`` → ``1.851``, ``3.000`` → ``3``)."""
-    with decimal.localcontext(MONEY_CONTEXT):
-        if amount == amount.to_integral_value():
-            return amount.quantize(Decimal(1))
-        return amount.normalize()
+    _, digits, exponent = amount.as_tuple()
+    if exponent == 0 or (isinstance(exponent, int) and exponent < 0 and digits[-1] != 0):
+        return amount  # already as short as it gets
+    reduced = amount.normalize(MONEY_CONTEXT)
+    return reduced if reduced.as_tuple().exponent <= 0 else reduced.quantize(ONE, context=MONEY_CONTEXT)  # type: ignore[operator]
 
 
 def format_money(amount: Decimal) -> str:

@@ -51,6 +51,11 @@ class Options:
     admin_token: str | None = None
     #: Most records the background writer stores in one transaction.
     batch_size: int = 500
+    #: Most tasks waiting for the writer; past it a request stores its own task in the spool.
+    queue_size: int = 10_000
+    #: Folder of the spool and the journal (per process files); ``None``: ``earnings-spool`` in
+    #: the instance folder. Keep it on a local disk of the host.
+    spool_dir: str | os.PathLike[str] | None = None
     #: Seconds the writer waits to gather a batch before it writes.
     flush_interval: float = 0.2
 
@@ -86,6 +91,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_positive_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 #: What each option's value must be. Config comes from anywhere (files, the environment),
 #: so every value is checked before the extension uses it.
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
@@ -112,11 +121,9 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("cancelled_policy", lambda value: value in ("partial", "none"), "'partial' or 'none'"),
     ("log_level", lambda value: value is None or isinstance(value, (str, int)), "a logging level name or number"),
     ("database_uri", lambda value: value is None or isinstance(value, str), "a database URL"),
-    (
-        "batch_size",
-        lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        "a positive whole number",
-    ),
+    ("batch_size", lambda value: _is_positive_whole(value), "a positive whole number"),
+    ("queue_size", lambda value: _is_positive_whole(value), "a positive whole number"),
+    ("spool_dir", lambda value: value is None or isinstance(value, (str, os.PathLike)), "None or a folder"),
     ("flush_interval", lambda value: _is_number(value) and 0 < value <= 60, "a number of seconds between 0 and 60"),
     (
         "rates_refresh_interval",

@@ -5,7 +5,6 @@ Runs in the background writer, once per task, after the reply has been sent.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 
@@ -64,20 +63,31 @@ def finished_task(run: TaskRun, *, pay_cancelled: bool) -> Task:
     earnings = None
     if status is TaskStatus.COMPLETED or (status is TaskStatus.CANCELLED and pay_cancelled):
         earnings = _price(run, model, input_tokens, output_tokens)
-    return dataclasses.replace(
-        started_task(run),
+    route, usage = run.route, reply.usage
+    return Task(
+        id=run.id,
+        request_id=run.request_id,
         status=status,
+        framework=route.framework,
+        protocol=route.protocol,
+        task_type=route.task_type,
+        endpoint=route.path,
         model=model,
+        device_id=run.device_id,
+        client=run.client,
         streamed=run.streamed,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cached_tokens=reply.usage.cached_tokens if reply.usage else None,
-        reasoning_tokens=reply.usage.reasoning_tokens if reply.usage else None,
+        cached_tokens=usage.cached_tokens if usage else None,
+        reasoning_tokens=usage.reasoning_tokens if usage else None,
         tokens_source=source,
+        created_at=run.created_at,
+        started_at=run.created_at,
         finished_at=run.finished_at,
         duration_ms=run.duration_ms,
         http_status=run.http_status,
         error=error,
+        rate_version=run.rates.number,
         earnings=earnings,
     )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import decimal
-
 from .money import MONEY_CONTEXT, canonical
 from .rates import Rate
 from .tasks import EarningsBreakdown
@@ -14,11 +12,11 @@ def price(rate: Rate, *, input_tokens: int, output_tokens: int, duration_ms: int
 
     Exact by construction: the money context traps any rounding.
     """
-    with decimal.localcontext(MONEY_CONTEXT):
-        input_reward = rate.input * input_tokens
-        output_reward = rate.output * output_tokens
-        duration_bonus = rate.duration_bonus.for_duration(duration_ms)
-        total = input_reward + output_reward + rate.base + duration_bonus
+    context = MONEY_CONTEXT
+    input_reward = context.multiply(rate.input, input_tokens)
+    output_reward = context.multiply(rate.output, output_tokens)
+    duration_bonus = rate.duration_bonus.for_duration(duration_ms)
+    total = context.add(context.add(context.add(input_reward, output_reward), rate.base), duration_bonus)
     return EarningsBreakdown(
         input_reward=canonical(input_reward),
         output_reward=canonical(output_reward),

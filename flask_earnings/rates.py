@@ -10,7 +10,6 @@ The JSON shape is the original module's object, amounts as decimal strings::
 
 from __future__ import annotations
 
-import decimal
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -65,8 +64,7 @@ class DurationBonus:
     def for_duration(self, duration_ms: int) -> Decimal:
         if duration_ms <= self.threshold_ms:
             return ZERO
-        with decimal.localcontext(MONEY_CONTEXT):
-            return min(self.per_ms * duration_ms, self.cap)
+        return min(MONEY_CONTEXT.multiply(self.per_ms, duration_ms), self.cap)
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold_ms": self.threshold_ms, "per_ms": format_money(self.per_ms), "cap": format_money(self.cap)}

@@ -1,9 +1,14 @@
 """The background writer: tasks leave the request path through a queue and are stored in batches.
 
-The request path only puts a task on a queue. One thread per app and process takes them off
-in batches, works out how each call ended and what it earned, stores the whole batch in one
-transaction, then sends the signals and writes the log lines, in lifecycle order. Between
-batches it also looks for a rate version made by another process.
+The request path writes a task's line to the journal and puts the task on a bounded queue.
+One thread per app and process takes tasks off in batches, works out how each call ended
+and what it earned, and stores the batch in one transaction — or, while the database
+refuses it, in the spool, to be replayed when it takes writes again. Then it sends the
+signals and writes the log lines, in lifecycle order. Between batches it looks for a rate
+version made by another process.
+
+Should the queue ever be full (the writer cannot keep up), a task is not dropped and the
+request does not wait: the request's own thread works it out and spools it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from blinker import NamedSignal
@@ -26,17 +32,23 @@ from flask import Flask
 
 from . import signals
 from .outcome import finished_task, started_task
-from .storage import Batch, Store, record_row, task_row
+from .owners import Owner
+from .recovery import recover, replay
+from .rows import Batch, record_row, task_row
+from .spool import Journal, Spool, Started
+from .storage import Store
 from .tasks import Task, TaskStatus
 from .tracking import TaskRun
 from .versions import RateBook
 
 logger = logging.getLogger("flask_earnings")
 
-#: How long the writer sleeps between attempts while the database refuses a batch.
+#: How long the writer leaves the database alone after a refused batch (spooling meanwhile).
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+#: How long a batch may wait for the database or the spool before it is dropped (and counted).
+GIVE_UP_SECONDS = 60.0
 #: How long, at interpreter exit, the writer may take to store what is still queued.
-EXIT_FLUSH_SECONDS = 5.0
+EXIT_FLUSH_SECONDS = 10.0
 
 
 class Event(enum.Enum):
@@ -45,16 +57,20 @@ class Event(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _FlushMarker:
-    done: threading.Event
+class _Marker:
+    """Not a task: a flush waiting for everything before it, or a journal file to delete."""
+
+    done: threading.Event | None = None
+    journal: Path | None = None
 
 
-_Item = tuple[Event, TaskRun] | _FlushMarker
+_Item = tuple[Event, TaskRun] | _Marker
 _Notice = tuple[NamedSignal, Task, Mapping[str, Any]]
 
 
 class Recorder:
-    """One app's queue and writer thread (started on first use, again in a forked child)."""
+    """One app's journal, queue, spool and writer thread (started on first use, and again in a
+    forked child, which also becomes a new owner of its tasks)."""
 
     def __init__(
         self,
@@ -62,45 +78,100 @@ class Recorder:
         store: Store,
         rate_book: RateBook,
         *,
+        spool_dir: Path,
         batch_size: int,
         flush_interval: float,
+        queue_size: int,
         pay_cancelled: bool,
     ) -> None:
         self._app = weakref.ref(app)
         self.store = store
         self.rate_book = rate_book
-        self.pay_cancelled = pay_cancelled
+        self.spool_dir = spool_dir
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.queue_size = queue_size
+        self.pay_cancelled = pay_cancelled
+        self._begin(Owner.current())
+        _recorders.add(self)
+
+    def _begin(self, owner: Owner) -> None:
+        self.owner = owner
+        self.spool = Spool(self.spool_dir, owner)
+        self.journal = Journal(self.spool_dir, owner)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        #: Tasks stored as running, whose end is still to be written over them.
-        self._stored_running: set[str] = set()
-        _recorders.add(self)
+        self._spill_lock = threading.Lock()
+        self._database_retry_at = 0.0
+        self._failures = 0
+        self._recovered = False
+        #: Tasks worked out by a request's thread because the queue was full.
+        self.spilled = 0
+        #: Task rows given up on: neither the database nor the spool would take them.
+        self.dropped = 0
 
-    # The request side: one queue put per event.
+    # The request side.
 
     def started(self, run: TaskRun) -> None:
+        """Journal the task, then queue it: the journal line keeps it even if the process dies."""
+        route = run.route
+        started = Started(
+            run.id,
+            route.framework,
+            route.protocol,
+            route.task_type,
+            route.path,
+            run.created_at,
+            run.request_id,
+            run.device_id,
+            run.client,
+            run.rates.number,
+        )
+        closed = None
+        try:
+            closed = self.journal.record(started)
+        except OSError:
+            logger.exception("Could not journal task %s; it is queued all the same", run.id)
         self._put((Event.STARTED, run))
+        if closed is not None:
+            self._put(_Marker(journal=closed))
 
     def finished(self, run: TaskRun) -> None:
         self._put((Event.FINISHED, run))
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued before this call is stored; false on timeout."""
-        if self._thread is None:
-            return True
+        """Wait until everything queued before this call is stored (in the database, or in the
+        spool while the database refuses writes); false on timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._queue.empty()  # no writer: nothing can still be on its way
         if threading.current_thread() is self._thread:
             raise RuntimeError("flush() cannot wait for the writer from the writer's own thread")
         done = threading.Event()
-        self._put(_FlushMarker(done))
+        self._queue.put(_Marker(done=done))
         return done.wait(timeout)
+
+    def close(self, timeout: float = EXIT_FLUSH_SECONDS) -> bool:
+        """Store what is queued, then let the journal go: nothing in it is needed any more."""
+        if not self.flush(timeout):
+            logger.error("Task records still queued could not be stored in %.0f s; the journal keeps them", timeout)
+            return False
+        path = self.journal.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return True
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def _put(self, item: _Item) -> None:
         if self._thread is None:
             self._start()
-        self._queue.put(item)
+        if isinstance(item, _Marker) or self._queue.qsize() < self.queue_size:
+            self._queue.put(item)
+        else:
+            self._spill(*item)
 
     def _start(self) -> None:
         with self._thread_lock:
@@ -109,15 +180,30 @@ class Recorder:
                 thread.start()
                 self._thread = thread
 
+    def _spill(self, event: Event, run: TaskRun) -> None:
+        """The queue is full: work the task out here and spool it, rather than drop or wait."""
+        with self._spill_lock:
+            if not self.spilled:
+                logger.warning("The task queue is full (%d); tasks are spooled by their requests", self.queue_size)
+            self.spilled += 1
+        try:
+            if event is Event.STARTED:
+                notices = self._start_notices(run)
+            else:
+                batch = Batch()
+                task = self._add_finished(batch, run, datetime.now(UTC))
+                self._to_spool(batch)
+                notices = self._end_notices(run, task)
+            self._announce(notices)
+        except Exception:
+            logger.exception("Could not spool task %s", run.id)
+
     def _after_fork_in_child(self) -> None:
-        """A forked child starts clean: the parent's writer and queue stay the parent's."""
-        self._queue = queue.SimpleQueue()
-        self._thread = None
-        self._thread_lock = threading.Lock()
-        self._stored_running = set()
+        """A forked child starts clean, as a new owner; the parent's queue and files stay the parent's."""
+        self._begin(Owner.current())
         self.store.after_fork()
 
-    # The writer side.
+    # The writer's thread.
 
     def _run(self) -> None:
         while True:
@@ -126,12 +212,13 @@ class Recorder:
                 return
             if items:
                 self._write(items)
+            self._recover_and_replay()
             self.rate_book.refresh_if_due()
 
     def _collect(self) -> list[_Item] | None:
         """The next batch: wait for one item, then gather more for up to ``flush_interval``.
 
-        Empty when nothing came for a while (time to look at the rates), ``None`` once the
+        Empty when nothing came for a while (time for the other chores), ``None`` once the
         app is gone and nothing is left to write.
         """
         try:
@@ -140,7 +227,7 @@ class Recorder:
             return None if self._app() is None else []
         items = [first]
         deadline = time.monotonic() + self.flush_interval
-        while len(items) < self.batch_size and not isinstance(items[-1], _FlushMarker):
+        while len(items) < self.batch_size and not isinstance(items[-1], _Marker):
             remaining = deadline - time.monotonic()
             try:
                 items.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
@@ -149,73 +236,144 @@ class Recorder:
         return items
 
     def _write(self, items: list[_Item]) -> None:
-        batch = Batch(inserts={}, updates={}, records=[])
+        batch = Batch()
         notices: list[_Notice] = []
-        markers: list[_FlushMarker] = []
+        markers: list[_Marker] = []
+        running: dict[str, TaskRun] = {}
         now = datetime.now(UTC)
         for item in items:
-            if isinstance(item, _FlushMarker):
+            if isinstance(item, _Marker):
                 markers.append(item)
                 continue
             event, run = item
             try:
                 if event is Event.STARTED:
-                    notices += self._add_started(batch, run)
+                    running[run.id] = run
+                    notices += self._start_notices(run)
                 else:
-                    notices += self._add_finished(batch, run, now)
+                    running.pop(run.id, None)  # it ended within the batch: one row, its last
+                    notices += self._end_notices(run, self._add_finished(batch, run, now))
             except Exception:
                 logger.exception("Could not record task %s", run.id)
+        for run in running.values():
+            batch.add_task(task_row(started_task(run), str(self.owner)))
         self._store(batch)
         self._announce(notices)
         for marker in markers:
-            marker.done.set()
+            if marker.journal is not None:
+                marker.journal.unlink(missing_ok=True)  # every task in it is stored
+            if marker.done is not None:
+                marker.done.set()
 
-    def _add_started(self, batch: Batch, run: TaskRun) -> list[_Notice]:
-        task = started_task(run)
-        batch.inserts[task.id] = task_row(task)
-        created = dataclasses.replace(task, status=TaskStatus.CREATED, started_at=None)
-        return [(signals.task_created, created, {}), (signals.task_started, task, {})]
-
-    def _add_finished(self, batch: Batch, run: TaskRun, now: datetime) -> list[_Notice]:
+    def _add_finished(self, batch: Batch, run: TaskRun, now: datetime) -> Task:
         task = finished_task(run, pay_cancelled=self.pay_cancelled)
-        row = task_row(task)
-        if task.id in self._stored_running:
-            batch.updates[task.id] = row
-        else:  # started in this same batch: one insert of the final state
-            batch.inserts[task.id] = row
-        notices: list[_Notice] = [(_END_SIGNALS[task.status], task, {})]
+        batch.add_task(task_row(task, str(self.owner)))
         if task.earnings is not None:
-            batch.records.append(record_row(task, now))
-            notices.append((signals.earnings_recorded, task, {"earnings": task.earnings}))
-        return notices
+            batch.records.append(record_row(task.id, task.earnings, task.rate_version, now))
+        return task
 
     def _store(self, batch: Batch) -> None:
-        """Store the batch, trying again while the database refuses it."""
+        """In the database if it takes it, else in the spool; given up (and counted) only when
+        neither would take it for ``GIVE_UP_SECONDS``."""
         if not len(batch):
             return
-        attempt = 0
+        if time.monotonic() >= self._database_retry_at and self._to_database(batch):
+            return
+        self._to_spool(batch)
+
+    def _to_database(self, batch: Batch) -> bool:
+        try:
+            self.store.write(batch)
+        except Exception as error:
+            delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
+            self._failures += 1
+            self._database_retry_at = time.monotonic() + delay
+            logger.error(
+                "The database refused %d task rows (%s); spooling them, next try in %.1f s", len(batch), error, delay
+            )
+            return False
+        self._failures = 0
+        return True
+
+    def _to_spool(self, batch: Batch) -> None:
+        deadline = time.monotonic() + GIVE_UP_SECONDS
         while True:
             try:
-                self.store.write(batch)
-                break
+                self.spool.append(batch)
+                return
+            except OSError:
+                logger.exception("Could not spool %d task rows", len(batch))
+            if time.monotonic() > deadline:
+                self.dropped += len(batch)
+                logger.error(
+                    "Dropped %d task rows (%d in all): neither the database nor the spool took them",
+                    len(batch),
+                    self.dropped,
+                )
+                return
+            time.sleep(1.0)
+            if self._to_database(batch):
+                return
+
+    def _recover_and_replay(self) -> None:
+        """Once the database takes writes: recover what dead processes left, replay our spool."""
+        if time.monotonic() < self._database_retry_at:
+            return
+        try:
+            if not self._recovered:
+                recover(self.store, self.spool_dir, self.owner)
+                self._recovered = True
+            if self.spool.waiting():
+                self._replay()
+        except Exception as error:
+            self._failures += 1
+            self._database_retry_at = time.monotonic() + RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS)) - 1]
+            logger.error("Recovery or replay could not finish (%s); trying again later", error)
+
+    def _replay(self) -> None:
+        paths = self.spool.take()
+        while paths:
+            try:
+                batches = replay(self.store, paths[0])
             except Exception:
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                logger.exception("Storing %d task rows failed; trying again in %.1f s", len(batch), delay)
-                attempt += 1
-                time.sleep(delay)
-        for task_id, row in batch.inserts.items():
-            if row["status"] == TaskStatus.RUNNING.value:
-                self._stored_running.add(task_id)
-        self._stored_running.difference_update(batch.updates)
+                self.spool.give_back(paths)
+                raise
+            logger.info("Replayed %d spooled batches from %s", batches, paths.pop(0).name)
+
+    # Telling the app.
+
+    def _start_notices(self, run: TaskRun) -> list[_Notice]:
+        notices: list[_Notice] = []
+        if signals.task_created.receivers or signals.task_started.receivers:
+            task = started_task(run)
+            created = dataclasses.replace(task, status=TaskStatus.CREATED, started_at=None)
+            notices = [(signals.task_created, created, {}), (signals.task_started, task, {})]
+        with run.lock:
+            run.start_announced = True
+            deferred, run.deferred = run.deferred, []
+        return notices + deferred
+
+    def _end_notices(self, run: TaskRun, task: Task) -> list[_Notice]:
+        notices: list[_Notice] = [(_END_SIGNALS[task.status], task, {})]
+        if task.earnings is not None:
+            notices.append((signals.earnings_recorded, task, {"earnings": task.earnings}))
+        with run.lock:
+            if not run.start_announced:  # its start is still queued: these follow it
+                run.deferred = notices
+                return []
+        return notices
 
     def _announce(self, notices: list[_Notice]) -> None:
+        if not notices:
+            return
         app = self._app()
-        if app is None or not notices:
+        if app is None:
             return
         with app.app_context():
             for signal, task, extra in notices:
                 _log(signal, task)
-                signals.send(signal, app, task=task, **extra)
+                if signal.receivers:
+                    signals.send(signal, app, task=task, **extra)
 
 
 _END_SIGNALS = {
@@ -230,15 +388,16 @@ def _log(signal: NamedSignal, task: Task) -> None:
     if signal is signals.task_completed:
         logger.info("✅ Task completed: %s", task.id)
     elif signal is signals.earnings_recorded and task.earnings is not None:
-        earnings = task.earnings
-        logger.info("💰 Earnings: %s tokens (%s/%s)", format(earnings.total, ".6f"), task.framework, task.task_type)
-        logger.debug(
-            "📊 Breakdown: { inputReward: %s, outputReward: %s, baseReward: %s, durationBonus: %s }",
-            earnings.input_reward,
-            earnings.output_reward,
-            earnings.base_reward,
-            earnings.duration_bonus,
-        )
+        if logger.isEnabledFor(logging.INFO):
+            earnings = task.earnings
+            logger.info("💰 Earnings: %s tokens (%s/%s)", format(earnings.total, ".6f"), task.framework, task.task_type)
+            logger.debug(
+                "📊 Breakdown: { inputReward: %s, outputReward: %s, baseReward: %s, durationBonus: %s }",
+                earnings.input_reward,
+                earnings.output_reward,
+                earnings.base_reward,
+                earnings.duration_bonus,
+            )
     elif signal is signals.task_failed:
         logger.warning("❌ Task failed: %s - %s", task.id, task.error)
     elif signal is signals.task_cancelled:
@@ -253,11 +412,10 @@ def _after_fork_in_child() -> None:
         recorder._after_fork_in_child()
 
 
-def _flush_at_exit() -> None:
+def _close_at_exit() -> None:
     for recorder in list(_recorders):
-        if not recorder.flush(EXIT_FLUSH_SECONDS):
-            logger.error("Task records still queued at exit could not be stored in %.0f s", EXIT_FLUSH_SECONDS)
+        recorder.close()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
+atexit.register(_close_at_exit)

@@ -6,7 +6,6 @@ so that Flask-Migrate/Alembic autogenerate sees them) or the extension's private
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .money import Money, register_sqlite_functions
+from .rows import TASK_COLUMNS, Batch, RowWriter
 from .tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 
 TASKS_TABLE = "earnings_tasks"
@@ -81,6 +81,9 @@ def define_tables(metadata: sa.MetaData) -> Tables:
         sa.Column("http_status", sa.Integer),
         sa.Column("error", sa.Text),
         sa.Column("rate_version", sa.Integer),
+        # The process that ran the task (host, boot, pid, start time): a task left running by
+        # a process that is gone can then be told from one that a live process still runs.
+        sa.Column("owner", sa.String(255)),
     )
     records = sa.Table(
         RECORDS_TABLE,
@@ -113,44 +116,6 @@ def define_tables(metadata: sa.MetaData) -> Tables:
     return Tables(tasks, records, versions)
 
 
-#: A task row holds every attribute of the snapshot but its earnings, which have their own table.
-_TASK_COLUMNS = tuple(field.name for field in dataclasses.fields(Task) if field.name != "earnings")
-
-
-def task_row(task: Task) -> dict[str, Any]:
-    row = {name: getattr(task, name) for name in _TASK_COLUMNS}
-    row["status"] = task.status.value
-    row["tokens_source"] = None if task.tokens_source is None else task.tokens_source.value
-    return row
-
-
-def record_row(task: Task, recorded_at: datetime) -> dict[str, Any]:
-    assert task.earnings is not None
-    earnings = task.earnings
-    return {
-        "task_id": task.id,
-        "input_reward": earnings.input_reward,
-        "output_reward": earnings.output_reward,
-        "base_reward": earnings.base_reward,
-        "duration_bonus": earnings.duration_bonus,
-        "total": earnings.total,
-        "rate_version": task.rate_version,
-        "recorded_at": recorded_at,
-    }
-
-
-@dataclass(slots=True)
-class Batch:
-    """Rows for one transaction: new tasks, tasks stored earlier as running, earnings."""
-
-    inserts: dict[str, dict[str, Any]]
-    updates: dict[str, dict[str, Any]]
-    records: list[dict[str, Any]]
-
-    def __len__(self) -> int:
-        return len(self.inserts) + len(self.updates) + len(self.records)
-
-
 class Store:
     """Reads and writes the tables through one engine, found lazily (after any fork)."""
 
@@ -163,6 +128,7 @@ class Store:
         self._owned = owned
         self._ready = False
         self._lock = threading.RLock()
+        self._row_writer: RowWriter | None = None
 
     @property
     def engine(self) -> Engine:
@@ -189,18 +155,14 @@ class Store:
         return connection
 
     def write(self, batch: Batch) -> None:
-        """One transaction; all of it is stored or none of it."""
-        tasks, records = self.tables.tasks, self.tables.records
+        """One transaction; all of it is stored or none of it. Repeating it changes nothing."""
         with self.connect() as connection, connection.begin():
-            if batch.inserts:
-                connection.execute(tasks.insert(), list(batch.inserts.values()))
-            if batch.updates:
-                connection.execute(
-                    tasks.update().where(tasks.c.id == sa.bindparam("b_id")),
-                    [{**row, "b_id": row["id"]} for row in batch.updates.values()],
-                )
-            if batch.records:
-                connection.execute(records.insert(), batch.records)
+            self._writer(connection).write(connection, batch)
+
+    def _writer(self, connection: Connection) -> RowWriter:
+        if self._row_writer is None:
+            self._row_writer = RowWriter(connection.dialect, self.tables.tasks.name, self.tables.records.name)
+        return self._row_writer
 
     def load_task(self, task_id: str) -> Task | None:
         query = tasks_with_earnings(self.tables).where(self.tables.tasks.c.id == task_id)
@@ -230,7 +192,7 @@ def tasks_with_earnings(tables: Tables) -> sa.Select[Any]:
 
 
 def task_from_row(row: Any) -> Task:
-    values = {name: row[name] for name in _TASK_COLUMNS}
+    values = {name: row[name] for name in TASK_COLUMNS if name != "owner"}
     values["status"] = TaskStatus(values["status"])
     values["streamed"] = bool(values["streamed"])
     if values["tokens_source"] is not None:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, g, request
 
@@ -73,11 +73,14 @@ class TaskRun:
     finished_at: datetime | None = None
     duration_ms: int | None = None
     attached: bool = False
-    _finish_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Kept by the recorder, so that a task's signals go out in lifecycle order:
+    start_announced: bool = False
+    deferred: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def end(self, ending: Ending) -> bool:
         """Stamp the end; true only the first time, so that a task finishes exactly once."""
-        with self._finish_lock:
+        with self.lock:
             if self.ending is not None:
                 return False
             self.ending = ending

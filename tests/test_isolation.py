@@ -124,12 +124,13 @@ def test_a_database_that_refuses_writes_loses_nothing_once_it_accepts_them(
 
     response = app.test_client().post("/api/embed", json=payloads.ollama_embed_request(), buffered=True)
     with app.app_context():
-        assert not earnings.flush(0.3)
+        assert earnings.flush(5)  # stored: in the spool, while the database refuses it
+        assert earnings.get_task(response.headers[TASK_HEADER]) is None
     monkeypatch.undo()
-    task = stored_task(app, earnings, response.headers[TASK_HEADER])
+    task = stored_task(app, earnings, response.headers[TASK_HEADER])  # replayed once it accepts writes
 
     assert task.status is TaskStatus.COMPLETED
-    assert "Storing" in caplog.text and "injected tracking fault" in caplog.text
+    assert "The database refused" in caplog.text and "injected tracking fault" in caplog.text
 
 
 def test_a_reader_fault_falls_back_to_an_estimate(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,9 @@ import sqlalchemy as sa
 from flask_earnings.money import money_sum
 from flask_earnings.pricing import price
 from flask_earnings.rates import DurationBonus, Rate
-from flask_earnings.storage import Batch, Store, define_tables, standalone_engine
+from flask_earnings.rows import Batch, record_row, task_row
+from flask_earnings.storage import Store, define_tables, standalone_engine
+from flask_earnings.tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 
 from .conftest import MakeApp
 
@@ -21,45 +25,47 @@ def store_for(url: str) -> Store:
     return Store(define_tables(sa.MetaData()), lambda: standalone_engine(url), owned=True)
 
 
-def task_row(task_id: str, now: datetime) -> dict[str, object]:
-    return {
-        "id": task_id,
-        "request_id": None,
-        "status": "completed",
-        "framework": "vllm",
-        "protocol": "openai",
-        "task_type": "embeddings",
-        "endpoint": "/v1/embeddings",
-        "model": "m",
-        "device_id": None,
-        "client": None,
-        "streamed": False,
-        "input_tokens": 1,
-        "output_tokens": 0,
-        "cached_tokens": None,
-        "reasoning_tokens": None,
-        "tokens_source": "reported",
-        "created_at": now,
-        "started_at": now,
-        "finished_at": now,
-        "duration_ms": 0,
-        "http_status": 200,
-        "error": None,
-        "rate_version": 1,
-    }
+def a_task(task_id: str, now: datetime, status: TaskStatus = TaskStatus.COMPLETED, **changes: Any) -> Task:
+    task = Task(
+        id=task_id,
+        request_id=None,
+        status=status,
+        framework="vllm",
+        protocol="openai",
+        task_type="embeddings",
+        endpoint="/v1/embeddings",
+        model="m",
+        device_id=None,
+        client=None,
+        streamed=False,
+        input_tokens=1,
+        output_tokens=0,
+        cached_tokens=None,
+        reasoning_tokens=None,
+        tokens_source=TokensSource.REPORTED,
+        created_at=now,
+        started_at=now,
+        finished_at=now,
+        duration_ms=0,
+        http_status=200,
+        error=None,
+        rate_version=1,
+        earnings=None,
+    )
+    return dataclasses.replace(task, **changes)
 
 
-def record_row(task_id: str, total: Decimal, now: datetime) -> dict[str, object]:
-    return {
-        "task_id": task_id,
-        "input_reward": total,
-        "output_reward": Decimal(0),
-        "base_reward": Decimal(0),
-        "duration_bonus": Decimal(0),
-        "total": total,
-        "rate_version": 1,
-        "recorded_at": now,
-    }
+def earned(total: Decimal) -> EarningsBreakdown:
+    return EarningsBreakdown(total, Decimal(0), Decimal(0), Decimal(0), total)
+
+
+def batch_of(*tasks: Task, now: datetime, earnings: Decimal | None = None) -> Batch:
+    batch = Batch()
+    for task in tasks:
+        batch.add_task(task_row(task, owner="test"))
+        if earnings is not None:
+            batch.records.append(record_row(task.id, earned(earnings), 1, now))
+    return batch
 
 
 @pytest.mark.parametrize(
@@ -69,7 +75,7 @@ def record_row(task_id: str, total: Decimal, now: datetime) -> dict[str, object]
 def test_an_amount_reads_back_equal(database_url: str, amount: str) -> None:
     store = store_for(database_url)
     now = datetime.now(UTC)
-    store.write(Batch(inserts={"t": task_row("t", now)}, updates={}, records=[record_row("t", Decimal(amount), now)]))
+    store.write(batch_of(a_task("t", now), now=now, earnings=Decimal(amount)))
 
     task = store.load_task("t")
 
@@ -84,14 +90,15 @@ def test_a_million_tasks_of_one_token_at_a_millionth_sum_to_exactly_one(database
     store = store_for(database_url)
     rate = Rate(Decimal("0.000001"), Decimal(0), Decimal(0), DurationBonus(1000, Decimal(0), Decimal(0)))
     now = datetime.now(UTC)
+    template = a_task("", now)
     for _ in range(100):
-        inserts, records = {}, []
+        batch = Batch()
         for _ in range(10_000):
             task_id = str(uuid.uuid4())
-            total = price(rate, input_tokens=1, output_tokens=0, duration_ms=5).total
-            inserts[task_id] = task_row(task_id, now)
-            records.append(record_row(task_id, total, now))
-        store.write(Batch(inserts=inserts, updates={}, records=records))
+            earnings = price(rate, input_tokens=1, output_tokens=0, duration_ms=5)
+            batch.add_task(task_row(dataclasses.replace(template, id=task_id), owner="test"))
+            batch.records.append(record_row(task_id, earnings, 1, now))
+        store.write(batch)
 
     records_table = store.tables.records
     with store.connect() as connection:
@@ -115,13 +122,41 @@ def test_get_task_of_an_unknown_id_is_none(make_app: MakeApp) -> None:
         assert earnings.get_task("no-such-task") is None
 
 
-def test_a_retried_write_cannot_pay_a_task_twice(database_url: str) -> None:
+def test_a_repeated_write_stores_a_task_and_its_earnings_once(database_url: str) -> None:
     store = store_for(database_url)
     now = datetime.now(UTC)
-    batch = Batch(inserts={"t": task_row("t", now)}, updates={}, records=[record_row("t", Decimal("1"), now)])
-    store.write(batch)
+    batch = batch_of(a_task("t", now), now=now, earnings=Decimal("1.5"))
 
-    with pytest.raises(sa.exc.IntegrityError):
-        store.write(Batch(inserts={}, updates={}, records=[record_row("t", Decimal("1"), now)]))
+    for _ in range(3):
+        store.write(batch)
+
     with store.connect() as connection:
-        assert connection.execute(sa.select(money_sum(store.tables.records.c.total))).scalar_one() == 1
+        tasks = connection.execute(sa.select(sa.func.count()).select_from(store.tables.tasks)).scalar_one()
+        records = connection.execute(sa.select(sa.func.count()).select_from(store.tables.records)).scalar_one()
+        total = connection.execute(sa.select(money_sum(store.tables.records.c.total))).scalar_one()
+    assert (tasks, records, total) == (1, 1, Decimal("1.5"))
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "kept"),
+    [
+        ("running", "completed", "completed"),
+        ("completed", "running", "completed"),
+        ("running", "interrupted", "interrupted"),
+        ("interrupted", "completed", "completed"),
+        ("completed", "interrupted", "completed"),
+        ("failed", "completed", "failed"),
+        ("interrupted", "running", "interrupted"),
+    ],
+)
+def test_a_task_row_only_moves_forward(database_url: str, first: str, then: str, kept: str) -> None:
+    """So a replay, in whatever order it comes, never undoes a task's end."""
+    store = store_for(database_url)
+    now = datetime.now(UTC)
+
+    store.write(batch_of(a_task("t", now, TaskStatus(first), error=first), now=now))
+    store.write(batch_of(a_task("t", now, TaskStatus(then), error=then), now=now))
+
+    task = store.load_task("t")
+    assert task is not None
+    assert (task.status.value, task.error) == (kept, kept)
