@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask, current_app, got_request_exception
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Engine
 
@@ -112,10 +112,12 @@ class Earnings:
         )
         app.extensions[EXTENSION_KEY] = _AppState(self, options, routes, rate_book, store, recorder)
         if options.enabled:
-            tracker = Tracker(routes=routes, options=options, rates=rate_book.current, recorder=recorder)
-            app.before_request(tracker.before_request)
-            app.after_request(tracker.after_request)
-            app.teardown_request(tracker.teardown_request)
+            tracker = Tracker(app, routes=routes, options=options, rates=rate_book.current, recorder=recorder)
+            app.wsgi_app = tracker  # type: ignore[method-assign]
+            if tracker.attributes:
+                app.before_request(tracker.attribute)
+            got_request_exception.connect(tracker.remember_exception, app)
+            recorder.start()
         if options.admin_url_prefix is not None:
             from .admin import blueprint
 

@@ -48,8 +48,9 @@ def canonical(amount: Decimal) -> Decimal:
 
 
 def format_money(amount: Decimal) -> str:
-    """Plain decimal notation (``0.0000001``, not ``1E-7``), as JSON and SQLite get it."""
-    return format(amount, "f")
+    """Plain decimal notation without trailing zeros (``0.0000001``, not ``1E-7``; ``1.851``,
+    not ``1.8510``), as JSON, logs and SQLite get it."""
+    return format(canonical(amount), "f")
 
 
 class Money(sa.types.TypeDecorator[Decimal]):

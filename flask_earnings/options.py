@@ -50,14 +50,14 @@ class Options:
     #: With neither a token nor an ``@earnings.admin_auth`` callback the admin answers 403.
     admin_token: str | None = None
     #: Most records the background writer stores in one transaction.
-    batch_size: int = 500
+    batch_size: int = 2000
     #: Most tasks waiting for the writer; past it a request stores its own task in the spool.
     queue_size: int = 10_000
     #: Folder of the spool and the journal (per process files); ``None``: ``earnings-spool`` in
     #: the instance folder. Keep it on a local disk of the host.
     spool_dir: str | os.PathLike[str] | None = None
     #: Seconds the writer waits to gather a batch before it writes.
-    flush_interval: float = 0.2
+    flush_interval: float = 0.5
 
 
 OPTION_NAMES = tuple(option.name for option in fields(Options))

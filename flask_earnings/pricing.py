@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .money import MONEY_CONTEXT, canonical
+from .money import MONEY_CONTEXT
 from .rates import Rate
 from .tasks import EarningsBreakdown
 
@@ -17,10 +17,4 @@ def price(rate: Rate, *, input_tokens: int, output_tokens: int, duration_ms: int
     output_reward = context.multiply(rate.output, output_tokens)
     duration_bonus = rate.duration_bonus.for_duration(duration_ms)
     total = context.add(context.add(context.add(input_reward, output_reward), rate.base), duration_bonus)
-    return EarningsBreakdown(
-        input_reward=canonical(input_reward),
-        output_reward=canonical(output_reward),
-        base_reward=canonical(rate.base),
-        duration_bonus=canonical(duration_bonus),
-        total=canonical(total),
-    )
+    return EarningsBreakdown(input_reward, output_reward, rate.base, duration_bonus, total)

@@ -31,6 +31,7 @@ from blinker import NamedSignal
 from flask import Flask
 
 from . import signals
+from .money import format_money
 from .outcome import finished_task, started_task
 from .owners import Owner
 from .recovery import recover, replay
@@ -103,6 +104,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._spill_lock = threading.Lock()
+        self._wake = threading.Event()
         self._database_retry_at = 0.0
         self._failures = 0
         self._recovered = False
@@ -149,6 +151,7 @@ class Recorder:
             raise RuntimeError("flush() cannot wait for the writer from the writer's own thread")
         done = threading.Event()
         self._queue.put(_Marker(done=done))
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = EXIT_FLUSH_SECONDS) -> bool:
@@ -167,13 +170,14 @@ class Recorder:
 
     def _put(self, item: _Item) -> None:
         if self._thread is None:
-            self._start()
+            self.start()
         if isinstance(item, _Marker) or self._queue.qsize() < self.queue_size:
             self._queue.put(item)
         else:
             self._spill(*item)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the writer (its first chore: recovering what dead processes left)."""
         with self._thread_lock:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="flask-earnings-writer", daemon=True)
@@ -216,21 +220,27 @@ class Recorder:
             self.rate_book.refresh_if_due()
 
     def _collect(self) -> list[_Item] | None:
-        """The next batch: wait for one item, then gather more for up to ``flush_interval``.
+        """The next batch: wait for one item, let more gather for ``flush_interval``, take them.
 
-        Empty when nothing came for a while (time for the other chores), ``None`` once the
-        app is gone and nothing is left to write.
+        The writer sleeps while a batch gathers, so that a put on the request path never wakes
+        it (a wake-up a request would cost more than the rest of tracking); ``flush()`` cuts
+        the sleep short. Empty when nothing came for a while (time for the other chores),
+        ``None`` once the app is gone and nothing is left to write.
         """
-        try:
-            first = self._queue.get(timeout=min(1.0, self.rate_book.refresh_interval))
-        except queue.Empty:
-            return None if self._app() is None else []
-        items = [first]
-        deadline = time.monotonic() + self.flush_interval
-        while len(items) < self.batch_size and not isinstance(items[-1], _Marker):
-            remaining = deadline - time.monotonic()
+        if self._queue.qsize() < self.batch_size:
             try:
-                items.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                first = self._queue.get(timeout=min(1.0, self.rate_book.refresh_interval))
+            except queue.Empty:
+                return None if self._app() is None else []
+            gather = min(self.flush_interval, self.rate_book.seconds_until_refresh())
+            if not isinstance(first, _Marker) and self._wake.wait(gather):
+                self._wake.clear()
+            items = [first]
+        else:  # a full batch is waiting already
+            items = []
+        while len(items) < self.batch_size:
+            try:
+                items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return items
@@ -391,13 +401,12 @@ def _log(signal: NamedSignal, task: Task) -> None:
         if logger.isEnabledFor(logging.INFO):
             earnings = task.earnings
             logger.info("💰 Earnings: %s tokens (%s/%s)", format(earnings.total, ".6f"), task.framework, task.task_type)
-            logger.debug(
-                "📊 Breakdown: { inputReward: %s, outputReward: %s, baseReward: %s, durationBonus: %s }",
-                earnings.input_reward,
-                earnings.output_reward,
-                earnings.base_reward,
-                earnings.duration_bonus,
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "📊 Breakdown: { inputReward: %s, outputReward: %s, baseReward: %s, durationBonus: %s }",
+                    *map(format_money, (earnings.input_reward, earnings.output_reward)),
+                    *map(format_money, (earnings.base_reward, earnings.duration_bonus)),
+                )
     elif signal is signals.task_failed:
         logger.warning("❌ Task failed: %s - %s", task.id, task.error)
     elif signal is signals.task_cancelled:

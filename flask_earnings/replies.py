@@ -43,15 +43,26 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """What the request says: its model and how much input it sent."""
+    """What the request says: its model, and (counted only when needed) how much input it sent."""
 
     model: str | None = None
-    input_chars: int = 0
-    #: Input given as token ids (OpenAI ``prompt``/``input`` arrays of integers).
-    input_token_ids: int = 0
+    data: Mapping[str, Any] | None = None
 
     def estimated_tokens(self) -> int:
-        return estimate_tokens(self.input_chars) + self.input_token_ids
+        """``ceil(characters / 4)`` of the input text, plus input given as token ids."""
+        if self.data is None:
+            return 0
+        texts: list[str] = []
+        token_ids = 0
+        messages = self.data.get("messages")
+        if isinstance(messages, list):
+            texts.append(" ".join(_message_text(message) for message in messages))
+        for key in ("system", "prompt", "input"):
+            text, ids = _text_or_token_ids(self.data.get(key))
+            if text is not None:
+                texts.append(text)
+            token_ids += ids
+        return estimate_tokens(len(" ".join(texts))) + token_ids
 
 
 class ReplyReader(Protocol):
@@ -105,11 +116,12 @@ def read_ollama_object(route: Route, data: Mapping[str, Any]) -> Reply:
     """A whole Ollama reply, or the final ``done`` chunk of a stream."""
     if "error" in data:
         return Reply(error=_text(data["error"]), model=_model(data))
-    output_chars = _ollama_output_chars(data)
     try:
         usage = _ollama_usage(route, data)
     except MalformedUsageError as problem:
-        return Reply(model=_model(data), output_chars=output_chars, usage_problem=str(problem))
+        return Reply(model=_model(data), output_chars=_ollama_output_chars(data), usage_problem=str(problem))
+    # The generated text is only counted when there is nothing better to go on.
+    output_chars = 0 if usage is not None else _ollama_output_chars(data)
     return Reply(usage=usage, model=_model(data), output_chars=output_chars)
 
 
@@ -139,11 +151,11 @@ def read_openai_object(route: Route, data: Mapping[str, Any]) -> Reply:
     error = openai_error(data)
     if error is not None:
         return Reply(error=error, model=_model(data))
-    output_chars = openai_output_chars(data)
     try:
         usage = openai_usage(data.get("usage"))
     except MalformedUsageError as problem:
-        return Reply(model=_model(data), output_chars=output_chars, usage_problem=str(problem))
+        return Reply(model=_model(data), output_chars=openai_output_chars(data), usage_problem=str(problem))
+    output_chars = 0 if usage is not None else openai_output_chars(data)
     return Reply(usage=usage, model=_model(data), output_chars=output_chars)
 
 
@@ -191,30 +203,14 @@ def openai_output_chars(data: Mapping[str, Any]) -> int:
 
 
 def read_prompt(body: bytes) -> Prompt:
-    """The model and the amount of input of a request body (any protocol)."""
+    """The model of a request body (any protocol), and the body for an estimate."""
     try:
         data = json.loads(body) if body else None
     except ValueError:
         return Prompt()
     if not isinstance(data, dict):
         return Prompt()
-    texts: list[str] = []
-    token_ids = 0
-    messages = data.get("messages")
-    if isinstance(messages, list):
-        texts.append(" ".join(_message_text(message) for message in messages))
-    for key in ("system", "prompt", "input"):
-        value = data.get(key)
-        text, ids = _text_or_token_ids(value)
-        if text is not None:
-            texts.append(text)
-        token_ids += ids
-    model = data.get("model")
-    return Prompt(
-        model=model if isinstance(model, str) and model else None,
-        input_chars=len(" ".join(texts)),
-        input_token_ids=token_ids,
-    )
+    return Prompt(model=_model(data), data=data)
 
 
 def _message_text(message: Any) -> str:

@@ -195,11 +195,13 @@ def _converter(dialect: Dialect, columns: Iterable[str]) -> Callable[[Row], Row]
         for index in times:
             value = values[index]
             if value is not None:
-                values[index] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+                if value.tzinfo is not UTC:
+                    value = value.astimezone(UTC)
+                values[index] = value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
         for index in money:
             value = values[index]
             if value is not None:
-                values[index] = format_money(value)
+                values[index] = format(value, "f")
         return tuple(values)
 
     return convert

@@ -1,27 +1,30 @@
 """The request path: a tracked call becomes a task when it starts, and ends when its reply is sent.
 
-Only cheap work happens here: match the path, stamp the task, pass the reply's body through
-a tap, hand the task to the recorder. Reading counts, pricing, storing and signalling all
-happen in the background writer.
+The tracker is WSGI middleware around the app (``app.wsgi_app``): it sees each call's
+environ, the status and headers its app starts the response with, and the body it returns,
+for the cost of a dict lookup on calls it does not track. For a tracked call it stamps a
+task, keeps a copy of the request body as the view reads it, adds the task id header,
+passes the body through a tap, and hands the task to the recorder. Reading counts, pricing,
+storing and signalling all happen in the background writer.
 
-A task finishes when the response is *closed*, not in ``teardown_request``: Flask tears a
-request down before the server has sent a streamed body, and the duration of a call runs
-to its last byte.
+A task ends where its reply's body ends, not in ``teardown_request``: Flask tears a request
+down before the server has sent a streamed body, and the duration of a call runs to its
+last byte.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, g, request
+from flask import Flask, request
 
 from .endpoints import Route
 from .options import Options
@@ -29,12 +32,15 @@ from .replies import ReplyReader
 from .streams import STREAM_TYPES, reader_for
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
     from .recorder import Recorder
     from .versions import RateVersion
 
 logger = logging.getLogger("flask_earnings")
 
-_RUN = "_flask_earnings_run"
+#: Where a tracked call's task lives in its WSGI environ.
+RUN_KEY = "flask_earnings.run"
 
 
 class Ending(enum.Enum):
@@ -55,14 +61,16 @@ class TaskRun:
     id: str
     route: Route
     request_id: str | None
-    device_id: str | None
-    client: str | None
     created_at: datetime
     started_ns: int
     rates: RateVersion
+    device_id: str | None = None
+    client: str | None = None
+    #: The request body, as the view read it.
+    request_input: RequestInput | None = None
     # Known once the view has returned:
-    request_body: bytes = b""
     http_status: int | None = None
+    content_type: str = ""
     streamed: bool = False
     reader: ReplyReader | None = None
     #: The reader follows the upstream's reply (see :func:`tap_upstream`), not the response.
@@ -73,10 +81,16 @@ class TaskRun:
     finished_at: datetime | None = None
     duration_ms: int | None = None
     attached: bool = False
+    #: Handed to the recorder as started (once it knows who the caller is).
+    begun: bool = False
     # Kept by the recorder, so that a task's signals go out in lifecycle order:
     start_announced: bool = False
     deferred: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def request_body(self) -> bytes:
+        return b"" if self.request_input is None else self.request_input.data()
 
     def end(self, ending: Ending) -> bool:
         """Stamp the end; true only the first time, so that a task finishes exactly once."""
@@ -156,13 +170,56 @@ def fed(chunks: Iterable[bytes] | Iterable[str], run: TaskRun, reader: ReplyRead
         yield chunk
 
 
+class RequestInput:
+    """``wsgi.input``, keeping a copy of what the app reads of it (for the model and an estimate)."""
+
+    __slots__ = ("_chunks", "_stream")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._chunks: list[bytes] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self._chunks.append(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self._stream.readline(size)
+        self._chunks.append(data)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(hint)
+        self._chunks += lines
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def read_rest(self, content_length: str | None) -> None:
+        """Read what the app left unread of a body of known length (never past it)."""
+        if not content_length or not content_length.isdigit():
+            return
+        remaining = int(content_length) - sum(map(len, self._chunks))
+        while remaining > 0:
+            data = self._stream.read(remaining)
+            if not data:
+                return
+            self._chunks.append(data)
+            remaining -= len(data)
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+
 def tap_upstream(chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
     """Read the current task's counts from the upstream's own reply rather than the response.
 
     For views that change the reply on its way to the client (removing a usage chunk the
     client did not ask for, say). Outside a tracked request the chunks pass as they are.
     """
-    run: TaskRun | None = getattr(g, _RUN, None)
+    run: TaskRun | None = request.environ.get(RUN_KEY)
     if run is None:
         return iter(chunks)
     run.reader = reader_for(run.route, content_type.partition(";")[0].strip().lower())
@@ -171,107 +228,122 @@ def tap_upstream(chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
 
 
 class Tracker:
-    """The three request hooks of one app."""
+    """WSGI middleware that turns each tracked call of one app into a task."""
 
     def __init__(
         self,
+        app: Flask,
         *,
         routes: Mapping[str, Route],
         options: Options,
         rates: Callable[[], RateVersion],
         recorder: Recorder,
     ) -> None:
+        self.wsgi_app: WSGIApplication = app.wsgi_app
         self.routes = routes
         self.options = options
         self.rates = rates
         self.recorder = recorder
+        self.header = options.task_id_header
+        #: Who the caller is can only be asked inside the app's request (see ``attribute``).
+        self.attributes = callable(options.device_id) or options.client is not None
 
-    def before_request(self) -> None:
-        if request.method != "POST":
-            return
-        route = self.routes.get(request.path)
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        route = self.routes.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
         if route is None:
-            return
+            return self.wsgi_app(environ, start_response)
         try:
-            run = self._new_run(route)
+            run = self._new_run(route, environ)
         except Exception:
-            logger.exception("Could not start tracking %s", request.path)
-            return
-        setattr(g, _RUN, run)
-        self.recorder.started(run)
-
-    def after_request(self, response: Response) -> Response:
-        run: TaskRun | None = getattr(g, _RUN, None)
-        if run is not None:
-            try:
-                self._attach(run, response)
-            except Exception:
-                logger.exception("Could not follow the reply of task %s", run.id)
-        return response
-
-    def teardown_request(self, exc: BaseException | None) -> None:
-        run: TaskRun | None = g.pop(_RUN, None)
-        if run is None:
-            return
-        if exc is not None:
-            run.error = describe(exc)
-        if not run.attached:  # the view raised past after_request: there is no reply to wait for
-            run.request_body = _request_body()
+            logger.exception("Could not start tracking %s", route.path)
+            return self.wsgi_app(environ, start_response)
+        try:
+            body = self.wsgi_app(environ, self._starting(run, start_response))
+        except BaseException as error:  # it propagates (PROPAGATE_EXCEPTIONS): there is no reply
+            run.error = run.error or describe(error)
             self._finish(run, Ending.RAISED)
+            raise
+        return self._follow(run, body, environ)
 
-    def _new_run(self, route: Route) -> TaskRun:
-        now = datetime.now(UTC)
-        return TaskRun(
-            id=str(uuid.uuid4()),
+    def _new_run(self, route: Route, environ: WSGIEnvironment) -> TaskRun:
+        run = TaskRun(
+            id=os.urandom(16).hex(),
             route=route,
-            request_id=request.headers.get("X-Request-ID"),
-            device_id=self._device_id(),
-            client=self._client(),
-            created_at=now,
+            request_id=environ.get("HTTP_X_REQUEST_ID"),
+            created_at=datetime.now(UTC),
             started_ns=time.perf_counter_ns(),
             rates=self.rates(),
+            device_id=self.options.device_id if isinstance(self.options.device_id, str) else None,
+            request_input=RequestInput(environ["wsgi.input"]),
         )
+        environ["wsgi.input"] = run.request_input
+        environ[RUN_KEY] = run
+        if not self.attributes:
+            self._begin(run)
+        return run
 
-    def _attach(self, run: TaskRun, response: Response) -> None:
-        """Follow the reply to its end without holding back a byte of it."""
-        run.http_status = response.status_code
-        run.request_body = _request_body()
-        mimetype = response.mimetype or ""
-        run.streamed = mimetype in STREAM_TYPES
-        if not run.reads_upstream:
-            run.reader = reader_for(run.route, mimetype)
-        header = self.options.task_id_header
-        if header:
-            response.headers[header] = run.id
-        reader = None if run.reads_upstream else run.reader
-        response.response = BodyTap(response.response, run, reader, self._finish)
-        run.attached = True
+    def attribute(self) -> None:
+        """``before_request``: ask the app's functions who is calling, then begin the task."""
+        run: TaskRun | None = request.environ.get(RUN_KEY)
+        if run is None or run.begun:
+            return
+        device_id = self.options.device_id
+        if callable(device_id):
+            run.device_id = _call_guarded(device_id, "EARNINGS_DEVICE_ID")
+        if self.options.client is not None:
+            run.client = _call_guarded(self.options.client, "EARNINGS_CLIENT")
+        self._begin(run)
+
+    def remember_exception(self, sender: Flask, exception: BaseException, **extra: Any) -> None:
+        """``got_request_exception``: the error a 500 reply stands for."""
+        run: TaskRun | None = request.environ.get(RUN_KEY)
+        if run is not None:
+            run.error = describe(exception)
+
+    def _starting(self, run: TaskRun, start_response: StartResponse) -> StartResponse:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            try:
+                run.http_status = int(status[:3])
+                for name, value in headers:
+                    if name.lower() == "content-type":
+                        run.content_type = value
+                        break
+                if self.header:
+                    headers.append((self.header, run.id))
+            except Exception:
+                logger.exception("Could not follow the reply of task %s", run.id)
+            return start_response(status, headers, exc_info)
+
+        return start
+
+    def _follow(self, run: TaskRun, body: Iterable[bytes], environ: WSGIEnvironment) -> Iterable[bytes]:
+        """The body, passed through a tap that shows it to the task's reader."""
+        try:
+            if run.request_input is not None:
+                run.request_input.read_rest(environ.get("CONTENT_LENGTH"))
+            mimetype = run.content_type.partition(";")[0].strip().lower()
+            run.streamed = mimetype in STREAM_TYPES
+            if not run.reads_upstream:
+                run.reader = reader_for(run.route, mimetype)
+            return BodyTap(body, run, None if run.reads_upstream else run.reader, self._finish)
+        except Exception:
+            logger.exception("Could not follow the reply of task %s", run.id)
+            return body
+
+    def _begin(self, run: TaskRun) -> None:
+        run.begun = True
+        self.recorder.started(run)
 
     def _finish(self, run: TaskRun, ending: Ending) -> None:
         if run.end(ending):
+            if not run.begun:  # the app answered before asking who was calling
+                self._begin(run)
             self.recorder.finished(run)
-
-    def _device_id(self) -> str | None:
-        device_id = self.options.device_id
-        if device_id is None or isinstance(device_id, str):
-            return device_id
-        return _call_guarded(device_id, "EARNINGS_DEVICE_ID")
-
-    def _client(self) -> str | None:
-        client = self.options.client
-        return None if client is None else _call_guarded(client, "EARNINGS_CLIENT")
 
 
 def describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _request_body() -> bytes:
-    try:
-        return request.get_data(cache=True)
-    except Exception:  # a body too large or already consumed: counts come from the reply
-        return b""
 
 
 def _call_guarded(function: Callable[[], str | None], key: str) -> str | None:

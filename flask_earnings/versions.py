@@ -145,6 +145,9 @@ class RateBook:
 
     # The background thread.
 
+    def seconds_until_refresh(self) -> float:
+        return max(0.0, self._checked_at + self.refresh_interval - time.monotonic())
+
     def refresh_if_due(self) -> None:
         """Adopt a newer stored version, at most once per ``refresh_interval``."""
         if time.monotonic() - self._checked_at < self.refresh_interval:

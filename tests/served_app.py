@@ -1,4 +1,5 @@
-"""A small tracked app, run in a process of its own: ``python -m tests.served_app DATABASE_URL``.
+"""A small tracked app, run in a process of its own:
+``python -m tests.served_app DATABASE_URL [SPOOL_DIR]``.
 
 It prints ``port <n>`` once it serves, on a free loopback port, and answers
 ``POST /v1/embeddings`` with a vLLM-shaped reply of 100 input tokens.
@@ -17,9 +18,9 @@ from flask_earnings import Earnings
 from . import payloads
 
 
-def create_app(database_uri: str) -> Flask:
+def create_app(database_uri: str, spool_dir: str | None = None) -> Flask:
     app = Flask("served_app", instance_path=tempfile.mkdtemp())
-    Earnings(app, database_uri=database_uri, log_level="WARNING")
+    Earnings(app, database_uri=database_uri, spool_dir=spool_dir, log_level="WARNING", flush_interval=5)
 
     @app.post("/v1/embeddings")
     def embeddings() -> Response:
@@ -29,7 +30,7 @@ def create_app(database_uri: str) -> Flask:
 
 
 def main() -> None:
-    server = make_server("127.0.0.1", 0, create_app(sys.argv[1]), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(*sys.argv[1:3]), threaded=True)
     print(f"port {server.port}", flush=True)
     server.serve_forever()
 
