@@ -6,7 +6,6 @@ Runs in the background writer, once per task, after the reply has been sent.
 from __future__ import annotations
 
 import logging
-import threading
 
 from .pricing import price
 from .replies import Prompt, Reply, UnreadableReplyError, estimate_tokens, read_prompt
@@ -14,9 +13,6 @@ from .tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 from .tracking import Ending, TaskRun
 
 logger = logging.getLogger("flask_earnings")
-
-_defaulted: set[tuple[str, str]] = set()
-_defaulted_lock = threading.Lock()
 
 
 def started_task(run: TaskRun) -> Task:
@@ -134,14 +130,7 @@ def _tokens(run: TaskRun, prompt: Prompt, reply: Reply) -> tuple[int, int, Token
 def _price(run: TaskRun, model: str | None, input_tokens: int, output_tokens: int) -> EarningsBreakdown:
     route = run.route
     rate, own_entry = run.rates.table.lookup(route.framework, route.task_type, model)
-    if not own_entry:
-        _warn_defaulted(route.framework, route.task_type)
+    if not own_entry and (route.framework, route.task_type) not in run.rates.defaulted:
+        run.rates.defaulted.add((route.framework, route.task_type))
+        logger.warning("No earnings rate for %s/%s, using default", route.framework, route.task_type)
     return price(rate, input_tokens=input_tokens, output_tokens=output_tokens, duration_ms=run.duration_ms or 0)
-
-
-def _warn_defaulted(framework: str, task_type: str) -> None:
-    with _defaulted_lock:
-        if (framework, task_type) in _defaulted:
-            return
-        _defaulted.add((framework, task_type))
-    logger.warning("No earnings rate for %s/%s, using default", framework, task_type)

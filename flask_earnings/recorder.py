@@ -105,6 +105,7 @@ class Recorder:
         self._thread_lock = threading.Lock()
         self._spill_lock = threading.Lock()
         self._wake = threading.Event()
+        self._stopping = False
         self._database_retry_at = 0.0
         self._failures = 0
         self._recovered = False
@@ -155,14 +156,29 @@ class Recorder:
         return done.wait(timeout)
 
     def close(self, timeout: float = EXIT_FLUSH_SECONDS) -> bool:
-        """Store what is queued, then let the journal go: nothing in it is needed any more."""
+        """Store what is queued, give the database a last chance at the spool, then let the
+        journal go: nothing in it is needed any more. What the database still refuses stays
+        in the spool, for the next process of this host to replay."""
         if not self.flush(timeout):
             logger.error("Task records still queued could not be stored in %.0f s; the journal keeps them", timeout)
             return False
+        self._database_retry_at = 0.0  # whatever the back-off: this is the last chance
+        self._recover_and_replay()
         path = self.journal.close()
         if path is not None:
             path.unlink(missing_ok=True)
         return True
+
+    def stop(self, timeout: float = EXIT_FLUSH_SECONDS) -> bool:
+        """:meth:`close`, then end the writer's thread (an app that is done, as in tests)."""
+        closed = self.close(timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._stopping = True
+            self._queue.put(_Marker())
+            self._wake.set()
+            thread.join(timeout)
+        return closed
 
     @property
     def queued(self) -> int:
@@ -211,13 +227,19 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
-            items = self._collect()
-            if items is None:
-                return
-            if items:
-                self._write(items)
-            self._recover_and_replay()
-            self.rate_book.refresh_if_due()
+            try:
+                items = self._collect()
+                if items is None or (self._stopping and self._queue.empty()):
+                    if items:
+                        self._write(items)
+                    return
+                if items:
+                    self._write(items)
+                self._recover_and_replay()
+                self.rate_book.refresh_if_due()
+            except Exception:  # the writer must outlive any fault: it holds what is not stored yet
+                logger.exception("The background writer met an unexpected fault; it carries on")
+                time.sleep(0.1)
 
     def _collect(self) -> list[_Item] | None:
         """The next batch: wait for one item, let more gather for ``flush_interval``, take them.

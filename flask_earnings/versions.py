@@ -54,6 +54,8 @@ class RateVersion:
     based_on: int | None = None
     rolled_back_from: int | None = None
     changes: tuple[RateChange, ...] = field(default=())
+    #: Framework × task type pairs priced by ``default`` so far (each is warned about once).
+    defaulted: set[tuple[str, str]] = field(default_factory=set, compare=False, repr=False)
 
     def to_dict(self, *, with_table: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {

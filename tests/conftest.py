@@ -63,17 +63,24 @@ MakeApp = Callable[..., tuple[Flask, Earnings]]
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> MakeApp:
+def make_app(tmp_path: Path, database_url: str) -> Iterator[MakeApp]:
     """A fresh app with the extension; keyword arguments are Earnings options.
 
-    ``config`` sets app config before the extension reads it.
+    ``config`` sets app config before the extension reads it. Its records go to
+    ``database_url``: every test that makes an app runs on SQLite and on PostgreSQL.
     """
     counter = iter(range(1000))
+    made: list[Flask] = []
 
     def make(*, config: dict[str, Any] | None = None, **options: Any) -> tuple[Flask, Earnings]:
         app = Flask(f"test_app_{next(counter)}", instance_path=str(tmp_path / f"instance{next(counter)}"))
         app.config.update(config or {})
+        if "EARNINGS_DATABASE_URI" not in app.config:
+            options.setdefault("database_uri", database_url)
         earnings = Earnings(app, **options)
+        made.append(app)
         return app, earnings
 
-    return make
+    yield make
+    for app in made:  # each app's writer stores what it holds and stops, before its database goes
+        app.extensions["earnings"].recorder.stop(10)
