@@ -49,6 +49,8 @@ POSTGRESQL_URL = os.environ.get("EARNINGS_TEST_POSTGRESQL_URL", "postgresql+psyc
 TARGETS = {"B1": 1.10, "B2": 1.05, "B3": 0.5, "B4": 5.0}
 
 CHAT_REQUEST = {"model": "Qwen/Qwen2.5-7B-Instruct", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
+#: The streams of B2 carry their usage, as the requests ask (Ollama's always do).
+STREAM_REQUEST = {**CHAT_REQUEST, "stream": True, "stream_options": {"include_usage": True}}
 
 
 @dataclass
@@ -162,12 +164,12 @@ def b2(rounds: int, streams: int) -> list[Figure]:
                 cpu: dict[str, list[float]] = {variant: [] for variant in servers}
                 for _, base in servers.values():  # warm up
                     for _ in range(5):
-                        client.post(base + path, json=CHAT_REQUEST).read()
+                        client.post(base + path, json=STREAM_REQUEST).read()
                 for _ in range(rounds):
                     for variant, (process, base) in servers.items():
                         start = process_cpu(process.pid)
                         for _ in range(streams):
-                            with client.stream("POST", base + path, json=CHAT_REQUEST) as reply:
+                            with client.stream("POST", base + path, json=STREAM_REQUEST) as reply:
                                 for _ in reply.iter_raw():
                                     pass
                         time.sleep(0.3)  # the writer's share, counted in the same window

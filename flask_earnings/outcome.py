@@ -123,7 +123,12 @@ def _tokens(run: TaskRun, prompt: Prompt, reply: Reply) -> tuple[int, int, Token
         return reply.usage.input_tokens, reply.usage.output_tokens, TokensSource.REPORTED
     if reply.usage_problem is not None:
         logger.warning("Task %s: the reply's usage is malformed (%s); tokens estimated", run.id, reply.usage_problem)
-    output = 0 if run.route.task_type == "embeddings" else estimate_tokens(reply.output_chars)
+    if run.route.task_type == "embeddings":
+        output = 0
+    elif reply.output_chars or not reply.output_events:
+        output = estimate_tokens(reply.output_chars)
+    else:  # a stream that was to carry its counts but stopped short: an event is about a token
+        output = reply.output_events
     return prompt.estimated_tokens(), output, TokensSource.ESTIMATED
 
 

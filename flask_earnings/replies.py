@@ -15,8 +15,11 @@ from typing import Any, Protocol
 
 from .endpoints import Route
 
+# The values read from replies are plain (not frozen) dataclasses: one is made for every
+# task, and a frozen one costs several times as much to make.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -24,7 +27,7 @@ class Usage:
     reasoning_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """What a reply says about its task."""
 
@@ -35,13 +38,15 @@ class Reply:
     error: str | None = None
     #: Characters of generated text, for an estimate when ``usage`` is ``None``.
     output_chars: int = 0
+    #: Events (lines, SSE events) of a stream whose text was not counted: each is about a token.
+    output_events: int = 0
     #: Why reported counts were not usable, if they were malformed.
     usage_problem: str | None = None
     #: A stream that stopped before its proper end (Ollama's ``done``, OpenAI's ``[DONE]``).
     truncated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prompt:
     """What the request says: its model, and (counted only when needed) how much input it sent."""
 
@@ -66,9 +71,9 @@ class Prompt:
 
 
 class ReplyReader(Protocol):
-    """Sees a reply's body as it passes, chunk by chunk, and says what it held at the end."""
+    """Sees a reply's body as it passes, in batches of chunks, and says what it held at the end."""
 
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunks: list[bytes]) -> None: ...
 
     def result(self) -> Reply: ...
 
@@ -93,8 +98,8 @@ class BufferedReply:
         self.route = route
         self.chunks: list[bytes] = []
 
-    def feed(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
+    def feed(self, chunks: list[bytes]) -> None:
+        self.chunks += chunks
 
     def result(self) -> Reply:
         return read_json_reply(self.route, b"".join(self.chunks))

@@ -1,21 +1,22 @@
 """Reading streamed replies as they pass: Ollama's NDJSON and OpenAI's server-sent events.
 
-A stream is read in batches of at least :data:`BATCH_BYTES`, not chunk by chunk: each chunk
-only joins a list, and a batch is read at C speed (a regular expression counts the generated
-text, substring tests find the few lines worth parsing). Memory stays bounded: the batch,
-the unfinished line or event, and what was learnt so far, never the body.
+A stream is read in batches of at least :data:`BATCH_BYTES`, not chunk by chunk: the tap
+gathers the chunks in a list and hands them over together, and a batch is read at C speed
+(a regular expression counts the generated text, substring tests find the few lines worth
+parsing). Memory stays bounded: the batch, the unfinished line or event, and what was
+learnt so far, never the body.
 
 What is learnt: the counts (Ollama's final ``done`` chunk; the last ``usage`` of an OpenAI
-stream, which covers vLLM's running totals and Ollama's zeros-then-real), an error sent
-inside the stream, the characters of generated text (for an estimate), and whether the
-stream reached its proper end (Ollama's ``done``, OpenAI's ``data: [DONE]``).
+stream, which covers vLLM's running totals and Ollama's zeros-then-real), an error that
+ends the stream, the number of events and (when no counts are to come) the characters of
+generated text, for an estimate; and whether the stream reached its proper end (Ollama's
+``done``, OpenAI's ``data: [DONE]``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ STREAM_TYPES = frozenset({NDJSON, SSE})
 
 #: A batch is read once this much has arrived (and at the end).
 BATCH_BYTES = 32 * 1024
+#: How many of a stream's last units (lines, events) are kept, to be read at its end.
+TAIL_UNITS = 4
 #: An unfinished line or event longer than this is not a stream this reader can follow.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
@@ -49,16 +52,24 @@ _TEXT_FIELDS = {
     ("openai", "chat/completions"): rb"content|reasoning_content|reasoning",
     ("openai", "completions"): rb"text",
 }
-_DONE_EVENT = re.compile(rb"^data: ?\[DONE\][ \t]*$", re.MULTILINE)
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
-def reader_for(route: Route, mimetype: str) -> ReplyReader:
-    """The reader for a reply of this content type: what it is, not how the view made it."""
+_ASKS_FOR_USAGE = re.compile(rb'(?<!\\)"include_usage"\s*:\s*true')
+
+
+def reader_for(route: Route, mimetype: str, request_body: bytes | None = None) -> ReplyReader:
+    """The reader for a reply of this content type: what it is, not how the view made it.
+
+    A stream that will carry its counts (Ollama's always do; an OpenAI stream does when the
+    request says ``stream_options.include_usage``) needs no text counted for an estimate,
+    which is most of a reader's work: should it stop short, each event counts as a token.
+    ``request_body`` ``None``: the request is not known, so the text is counted.
+    """
     if mimetype == NDJSON:
-        return NdjsonReader(route)
+        return NdjsonReader(route, count_text=False)
     if mimetype == SSE:
-        return SseReader(route)
+        asks = request_body is not None and _ASKS_FOR_USAGE.search(request_body) is not None
+        return SseReader(route, count_text=not asks)
     return BufferedReply(route)
 
 
@@ -71,18 +82,23 @@ def _text_pattern(route: Route) -> re.Pattern[bytes] | None:
 
 
 class _StreamReader:
-    """What NDJSON and SSE share: batching, the unfinished tail, the running tallies."""
+    """What NDJSON and SSE share: batches, the unfinished unit, the running tallies, the tail.
+
+    Per batch only C-speed work: find the last unit boundary, count the units (and the text,
+    when an estimate may be needed). The last few units are kept: a stream's counts, its
+    ``[DONE]`` and an error that stops it all come at its end, and are read there, once.
+    """
 
     #: What ends one unit (a line, an event) of this format.
     separator = b"\n"
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, *, count_text: bool) -> None:
         self.route = route
-        self._text = _text_pattern(route)
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._text = _text_pattern(route) if count_text else None
         self._unfinished = b""
+        self._tail: list[bytes] = []
         self.output_chars = 0
+        self.events = 0
         self.usage: Usage | None = None
         self.usage_problem: str | None = None
         self.model: str | None = None
@@ -90,14 +106,13 @@ class _StreamReader:
         self.finished = False
         self.malformed: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        self._pending.append(chunk)
-        self._pending_bytes += len(chunk)
-        if self._pending_bytes >= BATCH_BYTES:
-            self._read_batch()
+    def feed(self, chunks: list[bytes]) -> None:
+        self._read_batch(chunks)
 
     def result(self) -> Reply:
-        self._read_batch(final=True)
+        self._read_batch([], final=True)
+        for unit in self._tail:
+            self._read_end(unit)
         if self.malformed is not None and self.error is None:
             raise UnreadableReplyError(self.malformed)
         return Reply(
@@ -105,14 +120,13 @@ class _StreamReader:
             model=self.model,
             error=self.error,
             output_chars=self.output_chars,
+            output_events=self.events,
             usage_problem=self.usage_problem,
             truncated=not self.finished,
         )
 
-    def _read_batch(self, *, final: bool = False) -> None:
-        data = self._unfinished + b"".join(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
+    def _read_batch(self, chunks: list[bytes], *, final: bool = False) -> None:
+        data = self._unfinished + b"".join(chunks)
         held = b""
         if not final and data.endswith(b"\r"):  # maybe the first half of a \r\n
             data, held = data[:-1], b"\r"
@@ -127,17 +141,21 @@ class _StreamReader:
             self.malformed = f"a stream unit runs past {MAX_EVENT_BYTES} bytes without ending"
             self._unfinished = b""
         if complete:
-            self._read_units(complete)
+            self.events += complete.count(self.separator)
+            if self._text is not None:
+                self.output_chars += sum(map(len, self._text.findall(complete)))
+            self._keep_tail(complete)
+
+    def _keep_tail(self, complete: bytes) -> None:
+        parts = complete.strip(b"\n").rsplit(self.separator, TAIL_UNITS)
+        if len(parts) > TAIL_UNITS:
+            parts = parts[1:]  # the first part is what comes before the last units
+        self._tail = [*self._tail, *(part for part in parts if part.strip())][-TAIL_UNITS:]
 
     def _normalise(self, data: bytes) -> bytes:
         return data
 
-    def _read_units(self, data: bytes) -> None:
-        if self._text is not None:
-            self.output_chars += sum(map(len, self._text.findall(data)))
-        self._read_special_units(data)
-
-    def _read_special_units(self, data: bytes) -> None:
+    def _read_end(self, unit: bytes) -> None:
         raise NotImplementedError
 
     def _count_usage(self, usage: Any) -> None:
@@ -151,18 +169,10 @@ class _StreamReader:
 
 
 class NdjsonReader(_StreamReader):
-    """Ollama's stream: one JSON object a line; the last has ``done: true`` and the counts."""
+    """Ollama's stream: one JSON object a line; the last has ``done: true`` and the counts,
+    unless an ``{"error": ...}`` line ends it."""
 
-    def _read_special_units(self, data: bytes) -> None:
-        if b'"error"' in data:
-            for line in data.splitlines():
-                if b'"error"' in line:
-                    self._read_line(line)
-        last = data.rstrip().rpartition(b"\n")[2]
-        if last:
-            self._read_line(last)
-
-    def _read_line(self, line: bytes) -> None:
+    def _read_end(self, line: bytes) -> None:
         try:
             item = json.loads(line)
         except ValueError:
@@ -184,7 +194,8 @@ class NdjsonReader(_StreamReader):
 class SseReader(_StreamReader):
     """An OpenAI-compatible stream of server-sent events, read by the rules of SSE:
     ``\\r\\n``, ``\\n`` or ``\\r`` line ends, ``:`` comment lines, an event's ``data:``
-    lines joined, events ended by a blank line, the stream by ``data: [DONE]``."""
+    lines joined, events ended by a blank line, the stream by ``data: [DONE]``. Its counts
+    are in the last event with a ``usage`` object (vLLM's running totals included)."""
 
     separator = b"\n\n"
 
@@ -193,22 +204,12 @@ class SseReader(_StreamReader):
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return data
 
-    def _read_special_units(self, data: bytes) -> None:
-        if b"[DONE]" in data and _DONE_EVENT.search(data):
-            self.finished = True
-        if b'"error"' in data:
-            for event in data.split(b"\n\n"):
-                if b'"error"' in event:
-                    self._read_event(event)
-        last_usage = deque(_USAGE_OBJECT.finditer(data), maxlen=1)  # only the last one counts
-        if last_usage:
-            start = data.rfind(b"\n\n", 0, last_usage[0].start()) + 2
-            end = data.find(b"\n\n", last_usage[0].end())
-            self._read_event(data[start : end if end != -1 else len(data)])
-
-    def _read_event(self, event: bytes) -> None:
+    def _read_end(self, event: bytes) -> None:
         payload = _event_data(event)
-        if payload is None or payload == b"[DONE]":
+        if payload is None:
+            return
+        if payload.strip() == b"[DONE]":
+            self.finished = True
             return
         try:
             item = json.loads(payload)

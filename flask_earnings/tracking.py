@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
@@ -29,7 +30,7 @@ from flask import Flask, request
 from .endpoints import Route
 from .options import Options
 from .replies import ReplyReader
-from .streams import STREAM_TYPES, reader_for
+from .streams import BATCH_BYTES, STREAM_TYPES, reader_for
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -129,21 +130,7 @@ class BodyTap:
         self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._pass_through()
-
-    def _pass_through(self) -> Iterator[bytes]:
-        ending = Ending.CANCELLED  # unless the body runs to its end or raises
-        try:
-            yield from fed(self._body, self._run, self._reader)
-            ending = Ending.DELIVERED
-        except GeneratorExit:
-            raise
-        except BaseException as error:
-            ending = Ending.BROKEN
-            self._run.error = describe(error)
-            raise
-        finally:
-            self._on_close(self._run, ending)
+        return feeding(self._body, self._run, self._reader, partial(self._on_close, self._run))
 
     def close(self) -> None:
         """Close the view's body; a body never iterated ended here (unless it had none to send)."""
@@ -156,18 +143,53 @@ class BodyTap:
             self._on_close(self._run, Ending.DELIVERED if nothing_to_send else Ending.CANCELLED)
 
 
-def fed(chunks: Iterable[bytes] | Iterable[str], run: TaskRun, reader: ReplyReader | None) -> Iterator[bytes]:
-    """The chunks, each shown to ``reader`` first; a reader that fails is dropped, not the reply."""
-    for item in chunks:
-        # Werkzeug sends text as UTF-8 all the same; the reader sees the bytes that are sent.
-        chunk = item if isinstance(item, bytes) else item.encode()
-        if reader is not None:
-            try:
-                reader.feed(chunk)
-            except Exception:
-                logger.exception("Reading the reply of task %s failed; its counts will be estimated", run.id)
-                reader = run.reader = None
-        yield chunk
+def feeding(
+    chunks: Iterable[bytes] | Iterable[str],
+    run: TaskRun,
+    reader: ReplyReader | None,
+    ended: Callable[[Ending], None] | None = None,
+) -> Iterator[bytes]:
+    """The chunks, unchanged, shown to ``reader`` in batches; ``ended`` is told how they ended.
+
+    Per chunk only a list append: the reader sees them once ``BATCH_BYTES`` have passed (and
+    at the end). A reader that fails is dropped, never the reply.
+    """
+    ending = Ending.CANCELLED  # unless the chunks run to their end or raise
+    pending: list[bytes] = []
+    size = 0
+    try:
+        for item in chunks:
+            # Werkzeug sends text as UTF-8 all the same; the reader sees the bytes that are sent.
+            chunk = item if type(item) is bytes else item.encode() if isinstance(item, str) else bytes(item)
+            if reader is not None:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= BATCH_BYTES:
+                    reader = _feed(run, reader, pending)
+                    pending, size = [], 0
+            yield chunk
+        ending = Ending.DELIVERED
+    except GeneratorExit:
+        raise
+    except BaseException as error:
+        ending = Ending.BROKEN
+        run.error = describe(error)
+        raise
+    finally:
+        if reader is not None and pending:
+            _feed(run, reader, pending)
+        if ended is not None:
+            ended(ending)
+
+
+def _feed(run: TaskRun, reader: ReplyReader, chunks: list[bytes]) -> ReplyReader | None:
+    try:
+        reader.feed(chunks)
+    except Exception:
+        logger.exception("Reading the reply of task %s failed; its counts will be estimated", run.id)
+        run.reader = None
+        return None
+    return reader
 
 
 class RequestInput:
@@ -224,7 +246,7 @@ def tap_upstream(chunks: Iterable[bytes], content_type: str) -> Iterator[bytes]:
         return iter(chunks)
     run.reader = reader_for(run.route, content_type.partition(";")[0].strip().lower())
     run.reads_upstream = True
-    return fed(chunks, run, run.reader)
+    return feeding(chunks, run, run.reader)
 
 
 class Tracker:
@@ -324,7 +346,7 @@ class Tracker:
             mimetype = run.content_type.partition(";")[0].strip().lower()
             run.streamed = mimetype in STREAM_TYPES
             if not run.reads_upstream:
-                run.reader = reader_for(run.route, mimetype)
+                run.reader = reader_for(run.route, mimetype, run.request_body)
             return BodyTap(body, run, None if run.reads_upstream else run.reader, self._finish)
         except Exception:
             logger.exception("Could not follow the reply of task %s", run.id)
