@@ -212,7 +212,7 @@ class Recorder:
             else:
                 batch = Batch()
                 task = self._add_finished(batch, run, datetime.now(UTC))
-                self._to_spool(batch)
+                self.spool.append(batch, sync=False)  # the writer syncs it, soon
                 notices = self._end_notices(run, task)
             self._announce(notices)
         except Exception:
@@ -235,6 +235,7 @@ class Recorder:
                     return
                 if items:
                     self._write(items)
+                self.spool.sync()
                 self._recover_and_replay()
                 self.rate_book.refresh_if_due()
             except Exception:  # the writer must outlive any fault: it holds what is not stored yet
@@ -246,10 +247,11 @@ class Recorder:
 
         The writer sleeps while a batch gathers, so that a put on the request path never wakes
         it (a wake-up a request would cost more than the rest of tracking); ``flush()`` cuts
-        the sleep short. Empty when nothing came for a while (time for the other chores),
-        ``None`` once the app is gone and nothing is left to write.
+        the sleep short. Under load, when a quarter of a batch is waiting already, it does not
+        sleep at all. Empty when nothing came for a while (time for the other chores), ``None``
+        once the app is gone and nothing is left to write.
         """
-        if self._queue.qsize() < self.batch_size:
+        if self._queue.qsize() < self.batch_size // 4:
             try:
                 first = self._queue.get(timeout=min(1.0, self.rate_book.refresh_interval))
             except queue.Empty:
@@ -355,8 +357,8 @@ class Recorder:
             if not self._recovered:
                 recover(self.store, self.spool_dir, self.owner)
                 self._recovered = True
-            if self.spool.waiting():
-                self._replay()
+            if self.spool.waiting() and self._queue.qsize() < self.batch_size // 4:
+                self._replay()  # when the queue is not backed up: spooled work is safe already
         except Exception as error:
             self._failures += 1
             self._database_retry_at = time.monotonic() + RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS)) - 1]

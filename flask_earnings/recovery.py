@@ -27,7 +27,7 @@ from .storage import Store
 logger = logging.getLogger("flask_earnings")
 
 INTERRUPTED_ERROR = "interrupted: the process serving the task stopped before the task ended ({owner})"
-CHUNK = 500
+CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +59,22 @@ def recover(store: Store, directory: Path, here: Owner, *, dead_host: str | None
 
 
 def replay(store: Store, path: Path) -> int:
-    """Store every batch of a spool file, in order, then delete it; the number of batches."""
+    """Store every batch of a spool file, in order, then delete it; the number of batches.
+
+    Batches are merged into transactions of about ``CHUNK`` rows: a spool of tasks spooled
+    one by one is not replayed one commit at a time.
+    """
     count = 0
+    merged = Batch()
     for batch in read_batches(path):
-        store.write(batch)
+        for row in batch.tasks.values():
+            merged.add_task(row)
+        merged.records += batch.records
         count += 1
+        if len(merged) >= CHUNK:
+            store.write(merged)
+            merged = Batch()
+    store.write(merged)
     path.unlink()
     return count
 

@@ -141,34 +141,67 @@ def _typed(values: Sequence[Any], columns: Sequence[str]) -> Row:
     )
 
 
+#: Rows a statement on SQLite: its driver lets go of the GIL for every statement it steps
+#: through, and a busy request thread makes the writer wait for it back each time; one
+#: statement of many rows waits once. (PostgreSQL's driver pipelines an ``executemany``.)
+ROWS_A_STATEMENT = 200
+
+
 class RowWriter:
-    """Writes batches through one dialect (SQLite or PostgreSQL), with statements made once."""
+    """Writes batches through one dialect: on SQLite, multi-row upserts of plain SQL made once
+    for each number of rows; on PostgreSQL, an ``executemany`` of a one-row upsert."""
 
     def __init__(self, dialect: Dialect, tasks_table: str, records_table: str) -> None:
         if dialect.name not in ("sqlite", "postgresql"):
             raise RuntimeError(f"flask-earnings stores its records in SQLite or PostgreSQL, not {dialect.name}")
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
         quote = dialect.identifier_preparer.quote
-        self.tasks_sql = _upsert_tasks(quote(tasks_table), mark)
-        self.records_sql = _insert_records(quote(records_table), mark)
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._tasks_table = quote(tasks_table)
+        self._records_table = quote(records_table)
         self._convert_tasks = _converter(dialect, TASK_COLUMNS)
         self._convert_records = _converter(dialect, RECORD_COLUMNS)
+        self._statements: dict[tuple[str, int], str] = {}
+        self._multi_row = dialect.name == "sqlite"
 
     def write(self, connection: Connection, batch: Batch) -> None:
         """Within the caller's transaction."""
-        if batch.tasks:
-            connection.exec_driver_sql(self.tasks_sql, [self._convert_tasks(row) for row in batch.tasks.values()])
-        if batch.records:
-            connection.exec_driver_sql(self.records_sql, [self._convert_records(row) for row in batch.records])
+        tasks = [self._convert_tasks(row) for row in batch.tasks.values()]
+        records: dict[str, Row] = {}
+        for row in batch.records:
+            records.setdefault(row[0], self._convert_records(row))  # one a task, as the table wants
+        for kind, rows in (("tasks", tasks), ("records", list(records.values()))):
+            if not rows:
+                continue
+            if not self._multi_row:
+                connection.exec_driver_sql(self._statement(kind, 1), rows)
+                continue
+            for start in range(0, len(rows), ROWS_A_STATEMENT):
+                chunk = rows[start : start + ROWS_A_STATEMENT]
+                parameters = tuple(value for row in chunk for value in row)
+                connection.exec_driver_sql(self._statement(kind, len(chunk)), parameters)
+
+    def _statement(self, kind: str, rows: int) -> str:
+        statement = self._statements.get((kind, rows))
+        if statement is None:
+            if kind == "tasks":
+                statement = _upsert_tasks(self._tasks_table, self._mark, rows)
+            else:
+                statement = _insert_records(self._records_table, self._mark, rows)
+            self._statements[(kind, rows)] = statement
+        return statement
 
 
-def _upsert_tasks(table: str, mark: str) -> str:
+def _values(columns: int, mark: str, rows: int) -> str:
+    one = "(" + ", ".join([mark] * columns) + ")"
+    return ", ".join([one] * rows)
+
+
+def _upsert_tasks(table: str, mark: str, rows: int) -> str:
     columns = ", ".join(TASK_COLUMNS)
-    marks = ", ".join([mark] * len(TASK_COLUMNS))
     updates = ", ".join(f"{name} = excluded.{name}" for name in TASK_COLUMNS if name != "id")
     final = ", ".join(f"'{status}'" for status in FINAL_STATUSES)
     return (
-        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+        f"INSERT INTO {table} ({columns}) VALUES {_values(len(TASK_COLUMNS), mark, rows)} "
         f"ON CONFLICT (id) DO UPDATE SET {updates} "
         # A row only moves forward: running → interrupted → final; a final row never changes.
         f"WHERE ({table}.status = 'running' AND excluded.status <> 'running') "
@@ -176,10 +209,10 @@ def _upsert_tasks(table: str, mark: str) -> str:
     )
 
 
-def _insert_records(table: str, mark: str) -> str:
+def _insert_records(table: str, mark: str, rows: int) -> str:
     columns = ", ".join(RECORD_COLUMNS)
-    marks = ", ".join([mark] * len(RECORD_COLUMNS))
-    return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (task_id) DO NOTHING"
+    values = _values(len(RECORD_COLUMNS), mark, rows)
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT (task_id) DO NOTHING"
 
 
 def _converter(dialect: Dialect, columns: Iterable[str]) -> Callable[[Row], Row]:

@@ -85,9 +85,11 @@ class Spool:
         self._file: Path | None = None
         self._closed: list[Path] = []
         self._number = 0
+        self._unsynced: Path | None = None
 
-    def append(self, batch: Batch) -> None:
-        """Add a batch, durably (written and synced) before this returns."""
+    def append(self, batch: Batch, *, sync: bool = True) -> None:
+        """Add a batch: written (kept should the process die) and, with ``sync``, synced to
+        disk before this returns; else by the next :meth:`sync`."""
         line = batch.to_json().encode() + b"\n"
         with self._lock:
             if self._file is None:
@@ -97,6 +99,17 @@ class Spool:
             with open(self._file, "ab") as file:
                 file.write(line)
                 file.flush()
+                if sync:
+                    os.fsync(file.fileno())
+                else:
+                    self._unsynced = self._file
+
+    def sync(self) -> None:
+        """Sync what was appended without it."""
+        with self._lock:
+            path, self._unsynced = self._unsynced, None
+        if path is not None and path.exists():
+            with open(path, "ab") as file:
                 os.fsync(file.fileno())
 
     def waiting(self) -> bool:
@@ -124,6 +137,7 @@ class Spool:
         self._lock = threading.Lock()
         self._file = None
         self._closed = []
+        self._unsynced = None
 
 
 def read_batches(path: Path) -> Iterator[Batch]:
