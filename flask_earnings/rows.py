@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -175,10 +175,12 @@ class RowWriter:
             if not self._multi_row:
                 connection.exec_driver_sql(self._statement(kind, 1), rows)
                 continue
-            for start in range(0, len(rows), ROWS_A_STATEMENT):
-                chunk = rows[start : start + ROWS_A_STATEMENT]
+            start = 0
+            for size in statement_sizes(len(rows)):
+                chunk = rows[start : start + size]
+                start += size
                 parameters = tuple(value for row in chunk for value in row)
-                connection.exec_driver_sql(self._statement(kind, len(chunk)), parameters)
+                connection.exec_driver_sql(self._statement(kind, size), parameters)
 
     def _statement(self, kind: str, rows: int) -> str:
         statement = self._statements.get((kind, rows))
@@ -189,6 +191,23 @@ class RowWriter:
                 statement = _insert_records(self._records_table, self._mark, rows)
             self._statements[(kind, rows)] = statement
         return statement
+
+
+def statement_sizes(rows: int) -> Iterator[int]:
+    """``rows`` split into statements of ``ROWS_A_STATEMENT`` rows and then of powers of two.
+
+    So that a writer prepares a handful of statements, not one for every number of rows a
+    batch can hold: the driver keeps each statement it prepares in its cache, and a writer
+    that made one for every number grew by some 20 MB over 100,000 requests.
+    """
+    whole, rest = divmod(rows, ROWS_A_STATEMENT)
+    yield from [ROWS_A_STATEMENT] * whole
+    size = 1 << (ROWS_A_STATEMENT.bit_length() - 1)
+    while rest:
+        if rest >= size:
+            yield size
+            rest -= size
+        size >>= 1
 
 
 def _values(columns: int, mark: str, rows: int) -> str:

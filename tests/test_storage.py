@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask_earnings.money import money_sum
 from flask_earnings.pricing import price
 from flask_earnings.rates import DurationBonus, Rate
-from flask_earnings.rows import Batch, record_row, task_row
+from flask_earnings.rows import Batch, record_row, statement_sizes, task_row
 from flask_earnings.storage import Store, define_tables, standalone_engine
 from flask_earnings.tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 
@@ -160,3 +160,27 @@ def test_a_task_row_only_moves_forward(database_url: str, first: str, then: str,
     task = store.load_task("t")
     assert task is not None
     assert (task.status.value, task.error) == (kept, kept)
+
+
+def test_batches_of_any_size_are_stored_whole_through_a_few_statements(database_url: str) -> None:
+    """A statement for every number of rows would pile up in the driver's statement cache."""
+    store = store_for(database_url)
+    now = datetime.now(UTC)
+    sizes = [1, 2, 3, 7, 199, 200, 201, 333, 455, 1000]
+
+    for size in sizes:
+        tasks = [a_task(uuid.uuid4().hex, now) for _ in range(size)]
+        store.write(batch_of(*tasks, now=now, earnings=Decimal("0.001")))
+
+    with store.connect() as connection:
+        stored = connection.execute(sa.select(sa.func.count()).select_from(store.tables.tasks)).scalar_one()
+        total = connection.execute(sa.select(money_sum(store.tables.records.c.total))).scalar_one()
+    assert (stored, total) == (sum(sizes), Decimal("0.001") * sum(sizes))
+    assert store._row_writer is not None
+    assert len(store._row_writer._statements) <= 2 * 9  # 200 rows and each power of two below it
+
+
+def test_rows_are_split_into_full_statements_and_powers_of_two() -> None:
+    assert list(statement_sizes(0)) == []
+    assert list(statement_sizes(455)) == [200, 200, 32, 16, 4, 2, 1]
+    assert all(sum(statement_sizes(rows)) == rows for rows in range(1000))
