@@ -14,15 +14,17 @@ move forward (see :mod:`flask_earnings.rows`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .owners import Owner
-from .rows import Batch
+from .rows import Batch, task_row
 from .spool import JOURNAL, SPOOL, Started, orphans, read_batches, read_started
 from .storage import Store
+from .tasks import Task, TaskStatus
 
 logger = logging.getLogger("flask_earnings")
 
@@ -59,22 +61,8 @@ def recover(store: Store, directory: Path, here: Owner, *, dead_host: str | None
 
 
 def replay(store: Store, path: Path) -> int:
-    """Store every batch of a spool file, in order, then delete it; the number of batches.
-
-    Batches are merged into transactions of about ``CHUNK`` rows: a spool of tasks spooled
-    one by one is not replayed one commit at a time.
-    """
-    count = 0
-    merged = Batch()
-    for batch in read_batches(path):
-        for row in batch.tasks.values():
-            merged.add_task(row)
-        merged.records += batch.records
-        count += 1
-        if len(merged) >= CHUNK:
-            store.write(merged)
-            merged = Batch()
-    store.write(merged)
+    """Store every batch of a spool file, in order, then delete it; the number of batches."""
+    count = _store_merged(store, read_batches(path))
     path.unlink()
     return count
 
@@ -87,45 +75,55 @@ def _replay_journals(store: Store, directory: Path, here: Owner) -> int:
     count = 0
     for path in orphans(directory, JOURNAL, here):
         owner = path.name.split("-", 1)[1].rpartition("-")[0]
-        batch = Batch()
-        for started in read_started(path):
-            batch.add_task(interrupted_row(started, owner))
-            count += 1
-            if len(batch) >= CHUNK:
-                store.write(batch)
-                batch = Batch()
-        store.write(batch)
+        rows = (task_row(interrupted_task(started, owner), owner) for started in read_started(path))
+        count += _store_merged(store, (Batch(tasks={row[0]: row}) for row in rows))
         path.unlink()
     return count
 
 
-def interrupted_row(started: Started, owner: str) -> tuple[object, ...]:
-    """The row of a task known only from the journal: it began, and nothing more is known."""
-    return (
-        started.id,
-        started.request_id,
-        "interrupted",
-        started.framework,
-        started.protocol,
-        started.task_type,
-        started.endpoint,
-        None,
-        started.device_id,
-        started.client,
-        False,
-        None,
-        None,
-        None,
-        None,
-        None,
-        started.created_at,
-        started.created_at,
-        None,
-        None,
-        None,
-        INTERRUPTED_ERROR.format(owner=owner),
-        started.rate_version,
-        owner,
+def _store_merged(store: Store, batches: Iterable[Batch]) -> int:
+    """Store batches merged into transactions of about ``CHUNK`` rows (a spool of tasks
+    spooled one by one is not replayed one commit at a time); the number of batches."""
+    count = 0
+    merged = Batch()
+    for batch in batches:
+        merged.tasks.update(batch.tasks)  # a later row of a task replaces an earlier one
+        merged.records += batch.records
+        count += 1
+        if len(merged) >= CHUNK:
+            store.write(merged)
+            merged = Batch()
+    store.write(merged)
+    return count
+
+
+def interrupted_task(started: Started, owner: str) -> Task:
+    """A task known only from the journal: it began, and nothing more is known."""
+    return Task(
+        id=started.id,
+        request_id=started.request_id,
+        status=TaskStatus.INTERRUPTED,
+        framework=started.framework,
+        protocol=started.protocol,
+        task_type=started.task_type,
+        endpoint=started.endpoint,
+        model=None,
+        device_id=started.device_id,
+        client=started.client,
+        streamed=False,
+        input_tokens=None,
+        output_tokens=None,
+        cached_tokens=None,
+        reasoning_tokens=None,
+        tokens_source=None,
+        created_at=started.created_at,
+        started_at=started.created_at,
+        finished_at=None,
+        duration_ms=None,
+        http_status=None,
+        error=INTERRUPTED_ERROR.format(owner=owner),
+        rate_version=started.rate_version,
+        earnings=None,
     )
 
 

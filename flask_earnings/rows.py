@@ -1,8 +1,8 @@
 """Task and earnings rows, and the set-based, idempotent writes that store them.
 
-A batch is written with one ``executemany`` per table of plain SQL, compiled once per
-dialect, rather than through SQLAlchemy's per-row parameter processing: the writer stores
-thousands of rows a second, and this is most of its cost.
+A batch is written as plain SQL made once per dialect (see :class:`RowWriter`), rather than
+through SQLAlchemy's per-row parameter processing: the writer stores thousands of rows a
+second, and this is most of its cost.
 
 Every write is an upsert that can be repeated: a task row only ever moves forward
 (``running`` → ``interrupted`` → ``completed``/``failed``/``cancelled``, never back), and
@@ -103,8 +103,8 @@ class Batch:
         """One line of a spool file."""
         return json.dumps(
             {
-                "tasks": [_plain(row, TASK_COLUMNS) for row in self.tasks.values()],
-                "records": [_plain(row, RECORD_COLUMNS) for row in self.records],
+                "tasks": [_plain(row) for row in self.tasks.values()],
+                "records": [_plain(row) for row in self.records],
             },
             separators=(",", ":"),
         )
@@ -119,7 +119,7 @@ class Batch:
         return batch
 
 
-def _plain(row: Row, columns: Sequence[str]) -> list[Any]:
+def _plain(row: Row) -> list[Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, datetime):
             return value.isoformat()

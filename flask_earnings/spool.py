@@ -131,14 +131,6 @@ class Spool:
         with self._lock:
             self._closed = [*paths, *self._closed]
 
-    def after_fork(self, owner: Owner) -> None:
-        """A forked child has a spool of its own; the parent's files stay the parent's."""
-        self.owner = owner
-        self._lock = threading.Lock()
-        self._file = None
-        self._closed = []
-        self._unsynced = None
-
 
 def read_batches(path: Path) -> Iterator[Batch]:
     with open(path, encoding="utf-8") as file:
@@ -206,13 +198,6 @@ class Journal:
             os.close(self._fd)
             path, self._fd, self._path = self._path, None, None
             return path
-
-    def after_fork(self, owner: Owner) -> None:
-        self.owner = owner
-        self._lock = threading.Lock()
-        self._fd = None  # the parent's descriptor is left to the parent
-        self._path = None
-        self._bytes = 0
 
     def _open_next(self) -> Path | None:
         closed = self._path
