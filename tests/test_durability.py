@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from flask_earnings import TaskStatus
 from flask_earnings import storage as storage_module
-from flask_earnings.cli import earnings_cli
+from flask_earnings.commands import earnings_cli
 from flask_earnings.owners import Owner
 from flask_earnings.recovery import recover
 from flask_earnings.rows import Batch, record_row, task_row

@@ -6,7 +6,6 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,57 +14,10 @@ from flask_earnings.money import money_sum
 from flask_earnings.pricing import price
 from flask_earnings.rates import DurationBonus, Rate
 from flask_earnings.rows import Batch, record_row, statement_sizes, task_row
-from flask_earnings.storage import Store, define_tables, standalone_engine
-from flask_earnings.tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
+from flask_earnings.tasks import TaskStatus
 
 from .conftest import MakeApp
-
-
-def store_for(url: str) -> Store:
-    return Store(define_tables(sa.MetaData()), lambda: standalone_engine(url), owned=True)
-
-
-def a_task(task_id: str, now: datetime, status: TaskStatus = TaskStatus.COMPLETED, **changes: Any) -> Task:
-    task = Task(
-        id=task_id,
-        request_id=None,
-        status=status,
-        framework="vllm",
-        protocol="openai",
-        task_type="embeddings",
-        endpoint="/v1/embeddings",
-        model="m",
-        device_id=None,
-        client=None,
-        streamed=False,
-        input_tokens=1,
-        output_tokens=0,
-        cached_tokens=None,
-        reasoning_tokens=None,
-        tokens_source=TokensSource.REPORTED,
-        created_at=now,
-        started_at=now,
-        finished_at=now,
-        duration_ms=0,
-        http_status=200,
-        error=None,
-        rate_version=1,
-        earnings=None,
-    )
-    return dataclasses.replace(task, **changes)
-
-
-def earned(total: Decimal) -> EarningsBreakdown:
-    return EarningsBreakdown(total, Decimal(0), Decimal(0), Decimal(0), total)
-
-
-def batch_of(*tasks: Task, now: datetime, earnings: Decimal | None = None) -> Batch:
-    batch = Batch()
-    for task in tasks:
-        batch.add_task(task_row(task, owner="test"))
-        if earnings is not None:
-            batch.records.append(record_row(task.id, earned(earnings), 1, now))
-    return batch
+from .records import a_task, batch_of, store_for
 
 
 @pytest.mark.parametrize(

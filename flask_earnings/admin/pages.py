@@ -17,8 +17,9 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response
 
-from ..queries import TaskQuery, list_tasks, totals
+from ..queries import TaskQuery, list_tasks
 from ..rates import RateTableError
+from ..reports import ReportQuery, summary
 from ..versions import RateVersion, StaleVersionError, UnknownVersionError
 from .auth import actor, app_state, check_csrf, csrf_token, forget_sign_in, remember_sign_in, token_matches
 
@@ -45,7 +46,7 @@ def overview() -> str:
     state = app_state()
     return render_template(
         "earnings/overview.html",
-        totals=totals(state.store),
+        totals=summary(state.store, ReportQuery()).total,
         recent=list_tasks(state.store, TaskQuery(filters={}, limit=20)),
         version=state.rate_book.current(),
         csrf_token=csrf_token(),

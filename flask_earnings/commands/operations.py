@@ -1,28 +1,13 @@
-"""``flask earnings ...``: commands for the records of an app that uses the extension.
-
-Registered for every Flask app through the ``flask.commands`` entry point.
-"""
+"""``flask earnings recover``: what stopped processes left behind."""
 
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
-from .owners import Owner
-from .recovery import recover
-
-
-@click.group("earnings")
-def earnings_cli() -> None:
-    """flask-earnings: task records, earnings and recovery."""
-
-
-def _state() -> object:
-    state = current_app.extensions.get("earnings")
-    if state is None:
-        raise click.ClickException("This app does not use flask-earnings (no Earnings registered on it).")
-    return state
+from ..owners import Owner
+from ..recovery import recover
+from .group import app_state, earnings_cli
 
 
 @earnings_cli.command("recover")
@@ -39,9 +24,8 @@ def recover_command(dead_host: str | None) -> None:
     the database become interrupted. Tasks of live processes are left alone; running it
     again is harmless. A new process of the app does the same on its own at start-up.
     """
-    state = _state()
-    recorder = state.recorder  # type: ignore[attr-defined]
-    found = recover(state.store, recorder.spool_dir, Owner.current(), dead_host=dead_host)  # type: ignore[attr-defined]
+    state = app_state()
+    found = recover(state.store, state.recorder.spool_dir, Owner.current(), dead_host=dead_host)
     click.echo(
         f"{found.spooled_batches} spooled batches stored, {found.journal_tasks} journalled tasks and "
         f"{found.interrupted} running tasks marked interrupted."
