@@ -209,3 +209,26 @@ def _conditions(tasks: sa.Table, query: ReportQuery) -> list[sa.ColumnElement[bo
 
 def _sort_key(key: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:
     return tuple((value is None, value or "") for value in key)
+
+
+def csv_header(report: Report) -> list[str]:
+    return [*report.query.group_by, "tasks", *(status.value for status in TaskStatus), *_AMOUNTS]
+
+
+def csv_rows(report: Report) -> list[list[str]]:
+    """The report as CSV cells, one line per group (no total line: a spreadsheet sums them);
+    the admin's download and ``flask earnings report --format csv`` both write these."""
+    return [
+        [
+            *("" if value is None else value for value in row.key),
+            str(row.tasks),
+            *(str(row.by_status[status]) for status in TaskStatus),
+            str(row.input_tokens),
+            str(row.output_tokens),
+            format_money(row.earnings),
+        ]
+        for row in report.rows
+    ]
+
+
+_AMOUNTS = ("input_tokens", "output_tokens", "earnings")

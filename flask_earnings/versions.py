@@ -104,6 +104,24 @@ def _leaves(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, An
             yield path, value
 
 
+def with_entry(table: Mapping[str, Any], entry: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The table (as a dict) with one entry's fields replaced by ``changes``.
+
+    ``entry`` is ``<framework>/<task_type>``, ``default`` or ``duration_bonus``; a new entry
+    needs all its fields. The admin API's ``PATCH`` and ``flask earnings rates set`` share it;
+    the result is validated by :meth:`RateBook.commit` like any table.
+    """
+    data = dict(table)
+    if entry in RESERVED_NAMES:
+        data[entry] = {**data.get(entry, {}), **changes}
+    else:
+        framework, _, task_type = entry.partition("/")
+        entries = dict(data.get(framework, {}))  # an unknown framework is the schema's to reject
+        entries[task_type] = {**entries.get(task_type, {}), **changes}
+        data[framework] = entries
+    return data
+
+
 class RateBook:
     """One app's rate versions: the cached current one, the history, and edits."""
 

@@ -17,8 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..queries import TASK_FILTERS, TaskQuery, list_tasks
 from ..rates import RateTableError
-from ..schemas import RESERVED_NAMES
-from ..versions import RateVersion, StaleVersionError, UnknownVersionError
+from ..versions import RateVersion, StaleVersionError, UnknownVersionError, with_entry
 from .auth import actor, app_state
 
 api = Blueprint("api", __name__)
@@ -64,14 +63,7 @@ def patch_rate(entry: str) -> Response:
     changes = _json_body()
     if not isinstance(changes, dict):
         raise ApiError(422, "Invalid rate table", errors={entry: ["Must be an object."]})
-    table = app_state().rate_book.refresh().table.to_dict()
-    if entry in RESERVED_NAMES:
-        table[entry] = {**table[entry], **changes}
-    else:
-        framework, _, task_type = entry.partition("/")
-        entries = table.setdefault(framework, {})  # an unknown framework is the schema's to reject
-        entries[task_type] = {**entries.get(task_type, {}), **changes}
-    return _commit(table, expected)
+    return _commit(with_entry(app_state().rate_book.refresh().table.to_dict(), entry, changes), expected)
 
 
 @api.get("/rates/versions")

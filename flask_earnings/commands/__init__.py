@@ -6,7 +6,7 @@ concern: ``records`` (report, tasks), ``rates`` and ``operations`` (recover, spo
 
 from __future__ import annotations
 
+from . import operations, rates, records
 from .group import earnings_cli
-from .operations import recover_command
 
-__all__ = ["earnings_cli", "recover_command"]
+__all__ = ["earnings_cli", "operations", "rates", "records"]
