@@ -1,4 +1,4 @@
-"""The admin blueprint: the earnings overview, live rate edits with their history, a JSON API.
+"""The admin blueprint: the earnings dashboard, live rate edits with their history, a JSON API.
 
 Registered by ``init_app`` under ``EARNINGS_ADMIN_URL_PREFIX`` (``/earnings``), closed to
 everyone until the app configures ``EARNINGS_ADMIN_TOKEN`` or an ``@earnings.admin_auth``
@@ -12,6 +12,7 @@ from flask import Blueprint
 
 from .api import api
 from .auth import authorise
+from .dashboard import dashboard
 from .pages import pages
 
 blueprint = Blueprint(
@@ -23,6 +24,7 @@ blueprint = Blueprint(
 )
 blueprint.before_request(authorise)
 blueprint.register_blueprint(api, url_prefix="/api")
+blueprint.register_blueprint(dashboard)
 blueprint.register_blueprint(pages)
 
 __all__ = ["blueprint"]

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..queries import TASK_FILTERS, TaskQuery, list_tasks
 from ..rates import RateTableError
+from ..reports import FILTERS, ReportError, ReportQuery, summary
 from ..versions import RateVersion, StaleVersionError, UnknownVersionError, with_entry
 from .auth import actor, app_state
 
@@ -142,6 +143,24 @@ def _json_body() -> Any:
         return json.loads(request.get_data(), parse_float=Decimal)
     except ValueError as error:
         raise ApiError(400, f"The body is not JSON: {error}.") from None
+
+
+# Reports.
+
+
+@api.get("/report")
+def report() -> Response:
+    """``?group_by=day&group_by=framework&since=...&until=...&client=alice``: the summary."""
+    try:
+        query = ReportQuery(
+            group_by=tuple(request.args.getlist("group_by")),
+            since=_moment("since"),
+            until=_moment("until"),
+            filters={name: request.args[name] for name in FILTERS if name in request.args},
+        )
+    except ReportError as error:
+        raise ApiError(400, str(error)) from None
+    return jsonify(summary(app_state().store, query).to_dict())
 
 
 # Tasks.

@@ -1,4 +1,5 @@
-"""The admin's HTML pages: an overview, and the rates as a form with their history.
+"""The admin's HTML pages for the rates: a form with their history, and the sign-in (the
+dashboard is :mod:`.dashboard`).
 
 Plain forms, no JavaScript: each post carries a CSRF token and the version it was based on,
 and answers with a redirect (saved), ``422`` (the same form, each error by its field) or
@@ -17,9 +18,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response
 
-from ..queries import TaskQuery, list_tasks
 from ..rates import RateTableError
-from ..reports import ReportQuery, summary
 from ..versions import RateVersion, StaleVersionError, UnknownVersionError
 from .auth import actor, app_state, check_csrf, csrf_token, forget_sign_in, remember_sign_in, token_matches
 
@@ -39,19 +38,6 @@ class RateRow:
     key: str
     fields: tuple[str, ...]
     extras: tuple[str, ...] = ()
-
-
-@pages.get("/")
-def overview() -> str:
-    state = app_state()
-    return render_template(
-        "earnings/overview.html",
-        totals=summary(state.store, ReportQuery()).total,
-        recent=list_tasks(state.store, TaskQuery(filters={}, limit=20)),
-        version=state.rate_book.current(),
-        csrf_token=csrf_token(),
-        actor=actor(),
-    )
 
 
 @pages.get("/rates")
@@ -112,14 +98,14 @@ def sign_in() -> Response | tuple[str, int]:
         )
         return page, 401
     remember_sign_in()
-    return redirect(url_for(".overview"), 303)
+    return redirect(url_for("earnings.dashboard.overview"), 303)
 
 
 @pages.post("/sign-out")
 def sign_out() -> Response:
     check_csrf()
     forget_sign_in()
-    return redirect(url_for(".overview"), 303)
+    return redirect(url_for("earnings.dashboard.overview"), 303)
 
 
 def _commit(table: Any, *, values: Mapping[str, str] | None, source_text: str | None) -> Response | tuple[str, int]:
