@@ -48,7 +48,7 @@ class Earnings:
     """Turns every inference call of a Flask app into a task record with exact earnings.
 
     Every option is also an ``EARNINGS_*`` config key; an argument given here wins over the
-    key. See :class:`flask_earnings.options.Options` (and the README) for the list.
+    key. See :class:`flask_earnings.options.Options` (and ``docs/configuration.md``) for the list.
 
     :param app: the app to register with now; or call :meth:`init_app` later.
     :param db: the app's Flask-SQLAlchemy instance: the tables join its metadata (and so its
@@ -80,6 +80,7 @@ class Earnings:
         if self._db is not None and "sqlalchemy" not in app.extensions:
             raise RuntimeError("Call 'db.init_app(app)' before registering 'Earnings(db=db)' on the app.")
         options = resolve_options(app, self._options)
+        install_metrics = _metrics_installer() if options.metrics else None
         if options.log_level is not None:
             logger.setLevel(options.log_level)
         framework = options.framework or "vllm"
@@ -111,6 +112,8 @@ class Earnings:
             pay_cancelled=options.cancelled_policy == "partial",
         )
         app.extensions[EXTENSION_KEY] = _AppState(self, options, routes, rate_book, store, recorder)
+        if install_metrics is not None:
+            install_metrics(app, recorder)
         if options.enabled:
             tracker = Tracker(app, routes=routes, options=options, rates=rate_book.current, recorder=recorder)
             app.wsgi_app = tracker  # type: ignore[method-assign]
@@ -226,6 +229,18 @@ class Earnings:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every task queued so far is stored and signalled; false on timeout."""
         return self._state().recorder.flush(timeout)
+
+
+def _metrics_installer() -> Callable[[Flask, Recorder], None]:
+    """The metrics' installer; a missing prometheus_client stops the app at start-up, not later."""
+    try:
+        from .metrics import install
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] != "prometheus_client":
+            raise
+        message = "EARNINGS_METRICS needs prometheus_client: pip install 'flask-earnings[prometheus]'"
+        raise RuntimeError(message) from error
+    return install
 
 
 def _announce_rates(app_ref: weakref.ref[Flask], version: RateVersion) -> None:

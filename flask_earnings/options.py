@@ -1,6 +1,6 @@
 """Every option, in one place: a constructor argument and an ``EARNINGS_*`` config key each.
 
-The argument wins over the key. The README's configuration table lists the same options.
+The argument wins over the key. ``docs/configuration.md`` documents every option.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class Options:
     spool_dir: str | os.PathLike[str] | None = None
     #: Seconds the writer waits to gather a batch before it writes.
     flush_interval: float = 0.5
+    #: Export Prometheus metrics (needs the ``prometheus`` extra) at ``<admin prefix>/metrics``.
+    metrics: bool = False
 
 
 OPTION_NAMES = tuple(option.name for option in fields(Options))
@@ -99,6 +101,7 @@ def _is_positive_whole(value: Any) -> bool:
 #: so every value is checked before the extension uses it.
 _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("enabled", lambda value: isinstance(value, bool), "True or False"),
+    ("metrics", lambda value: isinstance(value, bool), "True or False"),
     (
         "framework",
         lambda value: isinstance(value, str) and re.match(FRAMEWORK_NAME, value) is not None,

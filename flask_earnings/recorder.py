@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,14 @@ class Recorder:
         self.rate_book = rate_book
         self.spool_dir = spool_dir
         self.batch_size = batch_size
+        #: Queued tasks that count as a backlog: the writer then takes them without waiting
+        #: for more (at least one, or a batch size under four would never let it sleep).
+        self._backlog = max(1, batch_size // 4)
         self.flush_interval = flush_interval
         self.queue_size = queue_size
         self.pay_cancelled = pay_cancelled
+        #: Called by the writer after each of its loops (about once a second when idle): the metrics' gauges.
+        self.on_loop: Callable[[Recorder], None] | None = None
         self._begin(Owner.current())
         _recorders.add(self)
 
@@ -159,6 +164,8 @@ class Recorder:
         """Store what is queued, give the database a last chance at the spool, then let the
         journal go: nothing in it is needed any more. What the database still refuses stays
         in the spool, for the next process of this host to replay."""
+        if self._thread is None:
+            return True  # never started (tracking is off): nothing was recorded, nothing to touch
         if not self.flush(timeout):
             logger.error("Task records still queued could not be stored in %.0f s; the journal keeps them", timeout)
             return False
@@ -238,6 +245,8 @@ class Recorder:
                 self.spool.sync()
                 self._recover_and_replay()
                 self.rate_book.refresh_if_due()
+                if self.on_loop is not None:
+                    self.on_loop(self)
             except Exception:  # the writer must outlive any fault: it holds what is not stored yet
                 logger.exception("The background writer met an unexpected fault; it carries on")
                 time.sleep(0.1)
@@ -251,7 +260,7 @@ class Recorder:
         sleep at all. Empty when nothing came for a while (time for the other chores), ``None``
         once the app is gone and nothing is left to write.
         """
-        if self._queue.qsize() < self.batch_size // 4:
+        if self._queue.qsize() < self._backlog:
             try:
                 first = self._queue.get(timeout=min(1.0, self.rate_book.refresh_interval))
             except queue.Empty:
@@ -357,7 +366,7 @@ class Recorder:
             if not self._recovered:
                 recover(self.store, self.spool_dir, self.owner)
                 self._recovered = True
-            if self.spool.waiting() and self._queue.qsize() < self.batch_size // 4:
+            if self.spool.waiting() and self._queue.qsize() < self._backlog:
                 self._replay()  # when the queue is not backed up: spooled work is safe already
         except Exception as error:
             self._failures += 1

@@ -62,7 +62,7 @@ def recover(store: Store, directory: Path, here: Owner, *, dead_host: str | None
 
 def replay(store: Store, path: Path) -> int:
     """Store every batch of a spool file, in order, then delete it; the number of batches."""
-    count = _store_merged(store, read_batches(path))
+    count = store_merged(store, read_batches(path))
     path.unlink()
     return count
 
@@ -76,12 +76,12 @@ def _replay_journals(store: Store, directory: Path, here: Owner) -> int:
     for path in orphans(directory, JOURNAL, here):
         owner = path.name.split("-", 1)[1].rpartition("-")[0]
         rows = (task_row(interrupted_task(started, owner), owner) for started in read_started(path))
-        count += _store_merged(store, (Batch(tasks={row[0]: row}) for row in rows))
+        count += store_merged(store, (Batch(tasks={row[0]: row}) for row in rows))
         path.unlink()
     return count
 
 
-def _store_merged(store: Store, batches: Iterable[Batch]) -> int:
+def store_merged(store: Store, batches: Iterable[Batch]) -> int:
     """Store batches merged into transactions of about ``CHUNK`` rows (a spool of tasks
     spooled one by one is not replayed one commit at a time); the number of batches."""
     count = 0

@@ -170,6 +170,16 @@ class Store:
             row = connection.execute(query).mappings().first()
         return None if row is None else task_from_row(row)
 
+    def create_tables(self) -> list[str]:
+        """Create whichever of the tables are missing, with a ``db`` too (where a migration
+        normally makes them); the names of those created. Existing tables are left as they are."""
+        tables = [self.tables.tasks, self.tables.records, self.tables.versions]
+        with self.engine.begin() as connection:
+            inspector = sa.inspect(connection)
+            missing = [table for table in tables if not inspector.has_table(table.name, schema=table.schema)]
+            self.tables.tasks.metadata.create_all(connection, tables=missing, checkfirst=True)
+        return [table.name for table in missing]
+
     def _prepare(self) -> None:
         if self._ready:
             return

@@ -108,18 +108,28 @@ def with_entry(table: Mapping[str, Any], entry: str, changes: Mapping[str, Any])
     """The table (as a dict) with one entry's fields replaced by ``changes``.
 
     ``entry`` is ``<framework>/<task_type>``, ``default`` or ``duration_bonus``; a new entry
-    needs all its fields. The admin API's ``PATCH`` and ``flask earnings rates set`` share it;
+    (or a new nested object) needs all its fields. The admin API's ``PATCH`` and ``flask earnings rates set`` share it;
     the result is validated by :meth:`RateBook.commit` like any table.
     """
     data = dict(table)
     if entry in RESERVED_NAMES:
-        data[entry] = {**data.get(entry, {}), **changes}
+        data[entry] = _merged(data.get(entry, {}), changes)
     else:
         framework, _, task_type = entry.partition("/")
         entries = dict(data.get(framework, {}))  # an unknown framework is the schema's to reject
-        entries[task_type] = {**entries.get(task_type, {}), **changes}
+        entries[task_type] = _merged(entries.get(task_type, {}), changes)
         data[framework] = entries
     return data
+
+
+def _merged(old: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``old`` with ``changes``; a nested object (an entry's ``duration_bonus``, a model's
+    prices) is merged too, as in a JSON merge patch, so one of its fields can change alone."""
+    merged = dict(old)
+    for name, value in changes.items():
+        inner = merged.get(name)
+        merged[name] = _merged(inner, value) if isinstance(value, Mapping) and isinstance(inner, Mapping) else value
+    return merged
 
 
 class RateBook:

@@ -322,3 +322,18 @@ def test_rates_history_and_rollback(make_app: MakeApp) -> None:
     assert "back to version 1" in history.output and "ollama.chat.base: 0.01 -> 0.02" in history.output
     assert current(app, earnings)[1]["ollama"]["chat"]["base"] == "0.01"  # type: ignore[index]
     assert run(app, "rates", "rollback", "99").output.strip() == "Error: there is no rate version 99"
+
+
+def test_rates_set_one_field_of_an_entrys_bonus_keeps_the_others(make_app: MakeApp) -> None:
+    app, earnings = make_app()
+    bonus = ["duration_bonus.threshold_ms=2000", "duration_bonus.per_ms=0.0001", "duration_bonus.cap=0.02"]
+    assert run(app, "rates", "set", "ollama/chat", *bonus).exit_code == 0
+
+    result = run(app, "rates", "set", "ollama/chat", "duration_bonus.cap=0.05")
+
+    assert result.exit_code == 0, result.output
+    assert current(app, earnings)[1]["ollama"]["chat"]["duration_bonus"] == {  # type: ignore[index]
+        "threshold_ms": 2000,
+        "per_ms": "0.0001",
+        "cap": "0.05",
+    }

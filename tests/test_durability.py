@@ -286,3 +286,28 @@ def test_a_killed_process_leaves_nothing_lost(tmp_path: Path) -> None:
     assert set(seen) <= set(rows)  # every task the clients saw is stored...
     assert set(rows[task_id] for task_id in seen) <= {"completed", "interrupted"}  # ...ended or interrupted
     assert not list(spool.glob("journal-*"))
+
+
+def test_an_idle_writer_waits_on_its_queue_even_with_tiny_batches(make_app: MakeApp) -> None:
+    app, _ = make_app(batch_size=1)
+    recorder = app.extensions["earnings"].recorder
+    waits: list[float | None] = []
+    real_queue = recorder._queue
+
+    class Watched:
+        def qsize(self) -> int:
+            return real_queue.qsize()
+
+        def get(self, timeout: float | None = None) -> object:
+            waits.append(timeout)
+            return real_queue.get(timeout=timeout)
+
+        def get_nowait(self) -> object:
+            return real_queue.get_nowait()
+
+    recorder._queue = Watched()
+    try:
+        assert recorder._collect() == []  # nothing came: it waited for the queue, then gave up
+    finally:
+        recorder._queue = real_queue
+    assert waits and waits[0] is not None and waits[0] > 0

@@ -207,3 +207,12 @@ def test_a_task_id_header_comes_back_on_a_real_server(make_app: MakeApp) -> None
 
     assert task.status is TaskStatus.COMPLETED and task.input_tokens == 7
     assert os.path.isabs(app.instance_path)
+
+
+def test_disabled_tracking_leaves_the_database_alone_at_exit(tmp_path: Path) -> None:
+    app = Flask("off", instance_path=str(tmp_path / "instance"))
+    Earnings(app, enabled=False, admin_url_prefix=None)
+
+    assert app.extensions["earnings"].recorder.close() is True
+
+    assert not (tmp_path / "instance" / "earnings.sqlite3").exists()

@@ -13,6 +13,7 @@ from flask import Blueprint
 from .api import api
 from .auth import authorise
 from .dashboard import dashboard
+from .metrics import metrics
 from .pages import pages
 
 blueprint = Blueprint(
@@ -26,5 +27,6 @@ blueprint.before_request(authorise)
 blueprint.register_blueprint(api, url_prefix="/api")
 blueprint.register_blueprint(dashboard)
 blueprint.register_blueprint(pages)
+blueprint.register_blueprint(metrics)
 
 __all__ = ["blueprint"]

@@ -111,7 +111,8 @@ def check_csrf() -> None:
 
 
 def _is_api() -> bool:
-    return "earnings.api" in request.blueprints
+    """A machine's request (the JSON API, a metrics scrape): refused in JSON, not with a page."""
+    return "earnings.api" in request.blueprints or "earnings.metrics" in request.blueprints
 
 
 def _from_callback() -> str | None:

@@ -57,7 +57,8 @@ def set_command(entry: str, fields: Sequence[str], expect_version: int | None) -
     \b
     flask earnings rates set vllm/chat/completions input=0.0015 output=0.003
     flask earnings rates set duration_bonus per_ms=0.00002 cap=0.5
-    flask earnings rates set ollama/chat duration_bonus.threshold_ms=2000
+    flask earnings rates set ollama/chat duration_bonus.threshold_ms=2000 \\
+        duration_bonus.per_ms=0.0001 duration_bonus.cap=0.02
     """
     book = app_state().rate_book
     table = with_entry(book.refresh().table.to_dict(), entry, _changes(fields))
