@@ -1,7 +1,8 @@
 """Signals, for apps that forward tasks and earnings to their own sinks.
 
 Each is sent with the app as sender and the task snapshot as ``task`` (plus ``earnings``
-for :data:`earnings_recorded`), exactly once per task and in lifecycle order. They are sent
+for :data:`earnings_recorded`), at most once per task and in lifecycle order (a process killed
+before signalling a stored batch sends nothing for it; see ``docs/signals.md``). They are sent
 from the background writer, in an app context, once the task's state is stored, so a slow
 receiver never slows a response. A receiver that raises is logged and skipped; the others
 still run.
