@@ -59,13 +59,20 @@ class SpoolFile:
 
 
 def orphans(directory: Path, kind: str, here: Owner) -> Iterator[Path]:
-    """Files of ``kind`` whose process is gone, claimed for this process, oldest first."""
+    """Files of ``kind`` whose process is gone, claimed for this process, oldest first; with
+    those this process claimed before and could not finish (the database went away), to try
+    again now rather than when this process is gone too."""
     if not directory.is_dir():
         return
     found = [file for path in directory.iterdir() if (file := SpoolFile.parse(path)) is not None]
     for file in sorted(found, key=lambda file: file.path.stat().st_mtime if file.path.exists() else 0):
+        if file.kind != kind:
+            continue
+        if file.claimed_by == here:
+            yield file.path
+            continue
         holder = file.claimed_by or file.owner
-        if file.kind != kind or holder == here or not holder.is_gone(here):
+        if holder == here or not holder.is_gone(here):
             continue
         claimed = directory / f"{file.path.name.partition('.jsonl')[0]}.jsonl.claimed-{here}"
         try:

@@ -123,7 +123,7 @@ def test_files_of_a_dead_process_are_claimed_once(tmp_path: Path) -> None:
     again = list(orphans(tmp_path, "spool", HERE))
 
     assert len(claimed) == 2 and all(f".claimed-{HERE}" in path.name for path in claimed)
-    assert again == []
+    assert again == claimed[:1]  # still this process's to finish: offered again, not claimed again
     assert len([path for path in tmp_path.iterdir() if str(HERE) in path.name.split(".jsonl")[0]]) == 1
 
 
@@ -165,6 +165,31 @@ def test_recovery_stores_what_a_dead_process_left(tmp_path: Path, database_url: 
     assert interrupted is not None and interrupted.error is not None and str(dead) in interrupted.error
     assert interrupted.client == 'key "k"' and interrupted.earnings is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recovery_the_database_broke_off_is_finished_by_the_same_process(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_for(database_url)
+    tmp_path = tmp_path / "spool"
+    batch = Batch()
+    batch.add_task(task_row(a_task("left-behind", datetime.now(UTC)), "dead"))
+    Spool(tmp_path, a_dead_owner()).append(batch)
+    original = storage_module.Store.write
+
+    def refuse(self: Store, batch: Batch) -> None:
+        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("the database is away"))
+
+    monkeypatch.setattr(storage_module.Store, "write", refuse)
+    with pytest.raises(sa.exc.OperationalError):
+        recover(store, tmp_path, HERE)
+    assert [path.name.split(".jsonl")[1] for path in tmp_path.iterdir()] == [f".claimed-{HERE}"]
+
+    monkeypatch.setattr(storage_module.Store, "write", original)
+    found = recover(store, tmp_path, HERE)
+
+    assert found.spooled_batches == 1 and list(tmp_path.iterdir()) == []
+    assert store.load_task("left-behind") is not None
 
 
 def test_a_dead_host_can_be_declared(tmp_path: Path) -> None:
