@@ -167,6 +167,7 @@ class RateBook:
             if self._current is None:
                 try:
                     self._current = self._latest()
+                    self._warn_if_config_changed()
                 except Exception:
                     logger.exception("Could not read the rate versions; pricing with the configured table for now")
                     self._current = RateVersion(None, self.configured)
@@ -289,6 +290,21 @@ class RateBook:
             self._current = version
         if current is not None:
             self.on_change(version)
+
+    def _warn_if_config_changed(self) -> None:
+        """Once versions are stored they rule, restarts included: a table changed in the config
+        since the history began (its version 1) is not used, which should not pass in silence."""
+        current = self._current
+        if current is None or current.number is None:
+            return
+        first = current if current.number == 1 else self.version(1)
+        if first.table != self.configured:
+            logger.warning(
+                "The configured rate table (EARNINGS_RATES) differs from the one the rate history began "
+                "with; it is not used: the stored version %s is in effect. To use it, import it as a new "
+                "version: flask earnings rates import FILE, or the admin.",
+                current.number,
+            )
 
     def _latest(self) -> RateVersion:
         """The newest stored version; the configured table becomes version 1 of an empty history."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -230,6 +231,40 @@ def test_the_first_version_comes_from_config_and_edits_outlive_a_restart(make_ap
     with restarted.app_context():
         assert earnings.rate_version.number == 2
         assert earnings.rate_table.lookup("vllm", "embeddings", None)[0].input == Decimal("0.7")
+
+
+def test_a_config_table_changed_after_the_history_began_is_not_used_and_says_so(
+    make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    first, _ = make_app(
+        database_uri=database, rates={"vllm": {"embeddings": {"input": "0.5", "output": "0", "base": "0"}}}
+    )
+    with first.app_context():
+        first.extensions["earnings"].rate_book.current()
+    changed = {"vllm": {"embeddings": {"input": "0.9", "output": "0", "base": "0"}}}
+
+    with caplog.at_level(logging.WARNING, logger="flask_earnings"):
+        restarted, earnings = make_app(database_uri=database, rates=changed)
+        with restarted.app_context():
+            assert earnings.rate_table.lookup("vllm", "embeddings", None)[0].input == Decimal("0.5")
+
+    assert "differs from the one the rate history began with; it is not used" in caplog.text
+
+
+def test_an_unchanged_config_table_restarts_quietly(
+    make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    first, _ = make_app(admin_token=TOKEN, database_uri=database)
+    Admin(first).send("PATCH", "/rates/vllm/embeddings", {"input": "0.7"}, if_match='"1"')
+
+    with caplog.at_level(logging.WARNING, logger="flask_earnings"):
+        restarted, earnings = make_app(database_uri=database)
+        with restarted.app_context():
+            assert earnings.rate_version.number == 2
+
+    assert "rate history began with" not in caplog.text
 
 
 def test_a_task_is_priced_with_the_version_in_effect_when_it_started(make_app: MakeApp) -> None:
