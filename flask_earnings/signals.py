@@ -46,9 +46,13 @@ rates_changed = _signals.signal("rates-changed")
 
 
 def send(signal: NamedSignal, app: Flask, **kwargs: Any) -> None:
-    """Call each receiver on its own, so that one that raises cannot silence the others."""
+    """Call each receiver on its own, so that one that raises cannot silence the others.
+
+    ``SystemExit`` is caught too: raised on the background writer's thread it would end the
+    thread silently, and with it the storing of every later task.
+    """
     for receiver in signal.receivers_for(app):
         try:
             receiver(app, **kwargs)
-        except Exception:
+        except (Exception, SystemExit):
             logger.exception("A receiver of %s raised; it is skipped", signal.name)

@@ -115,6 +115,27 @@ def test_a_raising_receiver_is_logged_and_the_others_still_run(
     assert "A receiver of earnings-recorded raised" in caplog.text
 
 
+def test_a_receiver_that_calls_sys_exit_does_not_stop_the_writer(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, earnings = make_app()
+    add_upstream_view(app, "/api/embed", payloads.ollama_embed_reply(8))
+
+    def leaving(sender: Flask, **extra: Any) -> None:
+        raise SystemExit(3)
+
+    task_completed.connect(leaving, app)
+    try:
+        first = app.test_client().post("/api/embed", json=payloads.ollama_embed_request(), buffered=True)
+        stored_task(app, earnings, first.headers[TASK_HEADER])
+        second = app.test_client().post("/api/embed", json=payloads.ollama_embed_request(), buffered=True)
+
+        assert stored_task(app, earnings, second.headers[TASK_HEADER]).status is TaskStatus.COMPLETED
+    finally:
+        task_completed.disconnect(leaving, app)
+    assert "A receiver of task-completed raised" in caplog.text
+
+
 def test_a_database_that_refuses_writes_loses_nothing_once_it_accepts_them(
     make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
