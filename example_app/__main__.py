@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 
 from . import create_app
 
@@ -18,7 +20,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app()
+    app = create_app(_admin_config())
     base = f"http://{arguments.host}:{arguments.port}"
     if app.config["EXAMPLE_UPSTREAM"] == "simulator":
         upstream = (
@@ -34,10 +36,21 @@ def main() -> None:
         f"flask-earnings example gateway on {base}\n"
         f"  upstream: {upstream}\n"
         f"  try: curl -s {base}/api/chat -d '{EXAMPLE_CHAT}'\n"
-        f"  tasks are stored in {app.instance_path}/earnings.sqlite3",
+        f"  tasks are stored in {app.extensions['earnings'].store.engine.url.render_as_string(hide_password=True)}\n"
+        f"  dashboard: {base}/earnings/ (token: {app.config['EARNINGS_ADMIN_TOKEN']})\n"
+        "  report: flask --app example_app earnings report --group-by framework,task_type",
         flush=True,
     )
     app.run(host=arguments.host, port=arguments.port, threaded=True)
+
+
+def _admin_config() -> dict[str, str]:
+    """A session key, and an admin token unless the environment gives one, made up for this
+    run: the dashboard of a local demo then opens (the admin is closed without a token)."""
+    config = {"SECRET_KEY": secrets.token_hex(32)}
+    if "EARNINGS_ADMIN_TOKEN" not in os.environ:
+        config["EARNINGS_ADMIN_TOKEN"] = secrets.token_urlsafe(18)
+    return config
 
 
 if __name__ == "__main__":

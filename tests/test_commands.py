@@ -146,6 +146,13 @@ def test_report_refuses_what_it_cannot_do(
     assert result.exit_code == 2 and message in result.output
 
 
+def test_report_of_no_tasks_says_so(make_app: MakeApp) -> None:
+    app, _ = make_app()
+
+    assert run(app, "report", "-g", "day").output == "No tasks.\n"
+    assert json.loads(run(app, "report", "--format", "json").output)["total"]["tasks"] == 0
+
+
 # tasks
 
 

@@ -4,7 +4,11 @@ real upstream over HTTP unchanged."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +20,27 @@ from example_app.simulator import create_simulator
 from flask_earnings import TaskStatus
 
 from .helpers import TASK_HEADER, serving, stored_task
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_up(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers at {base}")
+
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
 
@@ -152,3 +177,52 @@ def test_tap_upstream_outside_a_tracked_request_passes_the_chunks_through(tmp_pa
 
     with app.test_request_context("/v1/models"):
         assert list(gateway_earnings.tap_upstream(iter([b"a", b"b"]), "text/event-stream")) == [b"a", b"b"]
+
+
+def test_the_readme_run_command_serves_a_gateway_whose_dashboard_shows_its_tasks(tmp_path: Path) -> None:
+    """``python -m example_app``, the README's first command, as a user runs it: a real process
+    on a real port, called with the official ollama client, its dashboard opened with the
+    token it prints."""
+    import ollama
+
+    port = free_port()
+    environment = {**os.environ, "EARNINGS_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
+    environment["EARNINGS_SPOOL_DIR"] = str(tmp_path / "spool")
+    with subprocess.Popen(
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            banner = [server.stdout.readline()]
+            while "report:" not in banner[-1] and banner[-1]:
+                banner.append(server.stdout.readline())
+            token = next(line for line in banner if "dashboard:" in line).split("token: ")[1].rstrip(")\n")
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(base)
+
+            reply = ollama.Client(host=base).chat(
+                model="llama3.2", messages=[{"role": "user", "content": "Why is the sky blue?"}], stream=False
+            )
+            assert reply.message.content
+
+            headers = {"Authorization": f"Bearer {token}"}
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the writer stores the task after the reply
+                tasks = httpx.get(f"{base}/earnings/api/tasks", headers=headers).json()["tasks"]
+                if tasks and tasks[0]["status"] == "completed":
+                    break
+                time.sleep(0.1)
+            assert [(task["framework"], task["task_type"], task["status"]) for task in tasks] == [
+                ("ollama", "chat", "completed")
+            ]
+            dashboard = httpx.get(f"{base}/earnings/", headers=headers)
+            assert dashboard.status_code == 200 and tasks[0]["earnings"]["total"] in dashboard.text
+            assert httpx.get(f"{base}/earnings/").status_code == 401
+        finally:
+            server.terminate()
+            server.wait(10)

@@ -204,6 +204,8 @@ def _task_cells(task: Task) -> list[str]:
 
 
 def _report_table(report: Report) -> str:
+    if not report.rows:
+        return "No tasks.\n"
     statuses = [status for status in TaskStatus if report.total.by_status[status]]
     header = [*report.query.group_by, "tasks", *(status.value for status in statuses), "in", "out", "earnings"]
 
