@@ -2,13 +2,15 @@
 
 Serves a 1,000-chunk Ollama NDJSON stream at ``/api/chat`` and a 1,000-chunk OpenAI SSE
 stream at ``/v1/chat/completions`` with Werkzeug's threaded server on a free loopback port,
-which it prints; with ``tracked`` the app has the extension.
+which it prints; with ``tracked`` the app has the extension. ``GET /cpu`` answers the
+process's CPU time (all its threads, the writer's included).
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 
 from flask import Flask, Response
@@ -53,6 +55,11 @@ def create_app(tracked: bool) -> Flask:
     @app.post("/v1/chat/completions")
     def sse() -> Response:
         return Response(stream(SSE_CHUNK, SSE_LAST), content_type="text/event-stream")
+
+    @app.get("/cpu")
+    def cpu() -> str:
+        """This process's CPU time, to the nanosecond (``/proc``'s ticks are 10 ms)."""
+        return repr(time.process_time())
 
     return app
 
