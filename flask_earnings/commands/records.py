@@ -126,7 +126,8 @@ def tasks_command(
     if output is None:
         _write_tasks(tasks, form, sys.stdout)
         return
-    length = count_tasks(store, query) if limit == 0 else limit
+    found = count_tasks(store, query)
+    length = min(found, limit) if limit else found
     with _opened(output) as file, click.progressbar(tasks, length=length, label="Exporting tasks") as bar:
         _write_tasks(bar, form, file)
     click.echo(f"Wrote {output}.", err=True)
