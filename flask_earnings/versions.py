@@ -108,8 +108,8 @@ def with_entry(table: Mapping[str, Any], entry: str, changes: Mapping[str, Any])
     """The table (as a dict) with one entry's fields replaced by ``changes``.
 
     ``entry`` is ``<framework>/<task_type>``, ``default`` or ``duration_bonus``; a new entry
-    (or a new nested object) needs all its fields. The admin API's ``PATCH`` and ``flask earnings rates set`` share it;
-    the result is validated by :meth:`RateBook.commit` like any table.
+    (or a new nested object) needs all its fields. The admin API's ``PATCH`` and ``flask
+    earnings rates set`` share it; :meth:`RateBook.commit` validates the result like any table.
     """
     data = dict(table)
     if entry in RESERVED_NAMES:
@@ -167,10 +167,11 @@ class RateBook:
             if self._current is None:
                 try:
                     self._current = self._latest()
-                    self._warn_if_config_changed()
                 except Exception:
                     logger.exception("Could not read the rate versions; pricing with the configured table for now")
                     self._current = RateVersion(None, self.configured)
+                else:
+                    self._warn_if_config_changed(self._current)
                 self._checked_at = time.monotonic()
             return self._current
 
@@ -291,13 +292,16 @@ class RateBook:
         if current is not None:
             self.on_change(version)
 
-    def _warn_if_config_changed(self) -> None:
+    def _warn_if_config_changed(self, current: RateVersion) -> None:
         """Once versions are stored they rule, restarts included: a table changed in the config
         since the history began (its version 1) is not used, which should not pass in silence."""
-        current = self._current
-        if current is None or current.number is None:
+        if current.number is None:
             return
-        first = current if current.number == 1 else self.version(1)
+        try:
+            first = current if current.number == 1 else self.version(1)
+        except Exception:  # only a warning: the version in effect stands whatever happens here
+            logger.debug("Could not read rate version 1 to compare it with the configured table", exc_info=True)
+            return
         if first.table != self.configured:
             logger.warning(
                 "The configured rate table (EARNINGS_RATES) differs from the one the rate history began "

@@ -142,6 +142,21 @@ def test_patch_changes_one_entry(admin_app: tuple[Flask, Earnings, Admin]) -> No
     assert admin.version() == 5
 
 
+def test_patch_merges_nested_objects_like_a_json_merge_patch(admin_app: tuple[Flask, Earnings, Admin]) -> None:
+    _, _, admin = admin_app
+    two_models = {"llama3.2": {"input": "0.002", "output": "0.004"}, "qwen2.5:7b": {"base": "0.05"}}
+    admin.send("PATCH", "/rates/ollama/chat", {"models": two_models}, if_match='"1"')
+
+    response = admin.send("PATCH", "/rates/ollama/chat", {"models": {"llama3.2": {"output": "0.003"}}}, if_match='"2"')
+
+    assert response.status_code == 200
+    assert admin.table()["ollama"]["chat"]["models"] == {
+        "llama3.2": {"input": "0.002", "output": "0.003"},
+        "qwen2.5:7b": {"base": "0.05"},
+    }
+    assert [change["path"] for change in response.json["changes"]] == ["ollama.chat.models.llama3.2.output"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "error_path"),
     [
