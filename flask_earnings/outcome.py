@@ -9,38 +9,62 @@ import logging
 
 from .pricing import price
 from .replies import Prompt, Reply, UnreadableReplyError, estimate_tokens, read_prompt
+from .spool import Started
 from .tasks import EarningsBreakdown, Task, TaskStatus, TokensSource
 from .tracking import Ending, TaskRun
 
 logger = logging.getLogger("flask_earnings")
 
 
+def journalled(run: TaskRun) -> Started:
+    """What the journal keeps of a task when it starts: all that is known of it then."""
+    route = run.route
+    return Started(
+        run.id,
+        route.framework,
+        route.protocol,
+        route.task_type,
+        route.path,
+        run.created_at,
+        run.request_id,
+        run.device_id,
+        run.client,
+        run.rates.number,
+    )
+
+
 def started_task(run: TaskRun) -> Task:
     """The task as it stands once it runs: nothing known yet of its reply."""
+    return begun_task(journalled(run))
+
+
+def begun_task(started: Started, *, status: TaskStatus = TaskStatus.RUNNING, error: str | None = None) -> Task:
+    """A task of which only its start is known: running, or (from a dead process's journal)
+    interrupted."""
     return Task(
-        id=run.id,
-        request_id=run.request_id,
-        status=TaskStatus.RUNNING,
-        framework=run.route.framework,
-        protocol=run.route.protocol,
-        task_type=run.route.task_type,
-        endpoint=run.route.path,
+        id=started.id,
+        request_id=started.request_id,
+        status=status,
+        framework=started.framework,
+        protocol=started.protocol,
+        task_type=started.task_type,
+        endpoint=started.endpoint,
         model=None,
-        device_id=run.device_id,
-        client=run.client,
+        device_id=started.device_id,
+        client=started.client,
         streamed=False,
         input_tokens=None,
         output_tokens=None,
         cached_tokens=None,
         reasoning_tokens=None,
         tokens_source=None,
-        created_at=run.created_at,
-        started_at=run.created_at,
+        created_at=started.created_at,
+        started_at=started.created_at,
         finished_at=None,
         duration_ms=None,
         http_status=None,
-        error=None,
-        rate_version=run.rates.number,
+        error=error,
+        rate_version=started.rate_version,
         earnings=None,
     )
 

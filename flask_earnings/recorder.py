@@ -32,11 +32,11 @@ from flask import Flask
 
 from . import signals
 from .money import format_money
-from .outcome import finished_task, started_task
+from .outcome import finished_task, journalled, started_task
 from .owners import Owner
 from .recovery import recover, replay
 from .rows import Batch, record_row, task_row
-from .spool import Journal, Spool, Started
+from .spool import Journal, Spool
 from .storage import Store
 from .tasks import Task, TaskStatus
 from .tracking import TaskRun
@@ -123,19 +123,7 @@ class Recorder:
 
     def started(self, run: TaskRun) -> None:
         """Journal the task, then queue it: the journal line keeps it even if the process dies."""
-        route = run.route
-        started = Started(
-            run.id,
-            route.framework,
-            route.protocol,
-            route.task_type,
-            route.path,
-            run.created_at,
-            run.request_id,
-            run.device_id,
-            run.client,
-            run.rates.number,
-        )
+        started = journalled(run)
         closed = None
         try:
             closed = self.journal.record(started)

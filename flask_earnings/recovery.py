@@ -20,6 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .outcome import begun_task
 from .owners import Owner
 from .rows import Batch, task_row
 from .spool import JOURNAL, SPOOL, Started, orphans, read_batches, read_started
@@ -99,32 +100,7 @@ def store_merged(store: Store, batches: Iterable[Batch]) -> int:
 
 def interrupted_task(started: Started, owner: str) -> Task:
     """A task known only from the journal: it began, and nothing more is known."""
-    return Task(
-        id=started.id,
-        request_id=started.request_id,
-        status=TaskStatus.INTERRUPTED,
-        framework=started.framework,
-        protocol=started.protocol,
-        task_type=started.task_type,
-        endpoint=started.endpoint,
-        model=None,
-        device_id=started.device_id,
-        client=started.client,
-        streamed=False,
-        input_tokens=None,
-        output_tokens=None,
-        cached_tokens=None,
-        reasoning_tokens=None,
-        tokens_source=None,
-        created_at=started.created_at,
-        started_at=started.created_at,
-        finished_at=None,
-        duration_ms=None,
-        http_status=None,
-        error=INTERRUPTED_ERROR.format(owner=owner),
-        rate_version=started.rate_version,
-        earnings=None,
-    )
+    return begun_task(started, status=TaskStatus.INTERRUPTED, error=INTERRUPTED_ERROR.format(owner=owner))
 
 
 def _interrupt_running(store: Store, here: Owner, dead_host: str | None) -> int:

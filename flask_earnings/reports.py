@@ -38,6 +38,11 @@ GROUPS = {
 FILTERS = ("status", "framework", "task_type", "model", "client", "device", "endpoint")
 
 
+def task_column(name: str) -> str:
+    """The task column a grouping or filter reads (``device`` is ``device_id``)."""
+    return GROUPS.get(name, name)
+
+
 class ReportError(ValueError):
     """A report asked for something there is no such thing as (a grouping, a filter)."""
 
@@ -195,11 +200,11 @@ def summary(store: Store, query: ReportQuery) -> Report:
 def _group_column(tasks: sa.Table, name: str) -> sa.ColumnElement[Any]:
     if name in ("hour", "day"):
         return time_bucket(sa.literal(name, literal_execute=True), tasks.c.created_at).label(name)
-    return tasks.c[GROUPS[name]].label(name)
+    return tasks.c[task_column(name)].label(name)
 
 
 def _conditions(tasks: sa.Table, query: ReportQuery) -> list[sa.ColumnElement[bool]]:
-    conditions = [tasks.c[GROUPS.get(name, name)] == value for name, value in query.filters.items()]
+    conditions = [tasks.c[task_column(name)] == value for name, value in query.filters.items()]
     if query.since is not None:
         conditions.append(tasks.c.created_at >= query.since.astimezone(UTC))
     if query.until is not None:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
@@ -18,6 +19,11 @@ from flask_earnings import Earnings, Task, TaskStatus
 from flask_earnings import signals as earnings_signals
 
 TASK_HEADER = "X-Earnings-Task-Id"
+
+
+def database_away(self: Any, batch: Any) -> None:
+    """In place of ``Store.write``: the database refuses every write, as a server that is down."""
+    raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("the database is away"))
 
 
 def add_upstream_view(

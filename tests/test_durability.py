@@ -27,7 +27,7 @@ from flask_earnings.tasks import EarningsBreakdown
 
 from . import payloads
 from .conftest import MakeApp
-from .helpers import TASK_HEADER, add_upstream_view, stored_task
+from .helpers import TASK_HEADER, add_upstream_view, database_away, stored_task
 from .test_storage import a_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,10 +177,7 @@ def test_a_recovery_the_database_broke_off_is_finished_by_the_same_process(
     Spool(tmp_path, a_dead_owner()).append(batch)
     original = storage_module.Store.write
 
-    def refuse(self: Store, batch: Batch) -> None:
-        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("the database is away"))
-
-    monkeypatch.setattr(storage_module.Store, "write", refuse)
+    monkeypatch.setattr(storage_module.Store, "write", database_away)
     with pytest.raises(sa.exc.OperationalError):
         recover(store, tmp_path, HERE)
     assert [path.name.split(".jsonl")[1] for path in tmp_path.iterdir()] == [f".claimed-{HERE}"]
@@ -235,10 +232,7 @@ def test_while_the_database_refuses_tasks_wait_in_the_spool(make_app: MakeApp, m
     state = app.extensions["earnings"]
     original = storage_module.Store.write
 
-    def refuse(self: Store, batch: Batch) -> None:
-        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("the database is away"))
-
-    monkeypatch.setattr(storage_module.Store, "write", refuse)
+    monkeypatch.setattr(storage_module.Store, "write", database_away)
     ids = [
         app.test_client().post("/api/embed", json=payloads.ollama_embed_request(), buffered=True).headers[TASK_HEADER]
         for _ in range(5)

@@ -35,7 +35,7 @@ from flask_earnings.storage import Store, define_tables, standalone_engine
 
 from . import payloads
 from .conftest import MakeApp
-from .helpers import TASK_HEADER, add_upstream_view, call, stored_task
+from .helpers import TASK_HEADER, add_upstream_view, call, database_away, stored_task
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "metrics-admin-token-0123456789"
@@ -205,10 +205,7 @@ def test_tasks_spooled_while_the_database_refuses_are_counted_once(
     before = scraped(scrape(app))
     original = storage_module.Store.write
 
-    def refuse(self: Store, batch: Batch) -> None:
-        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("the database is away"))
-
-    monkeypatch.setattr(storage_module.Store, "write", refuse)
+    monkeypatch.setattr(storage_module.Store, "write", database_away)
     ids = [app.test_client().post(path, json=body, buffered=True).headers[TASK_HEADER] for path, body in CALLS]
     with app.app_context():
         assert earnings.flush(10)

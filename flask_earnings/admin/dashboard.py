@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 from ..money import format_money
 from ..queries import TaskQuery, list_tasks
-from ..reports import ReportError, ReportQuery, ReportRow, csv_header, csv_rows, summary
+from ..reports import ReportError, ReportQuery, ReportRow, csv_header, csv_rows, summary, task_column
 from ..tasks import TaskStatus
 from .auth import actor, app_state, csrf_token
 from .chart import MAX_BARS, buckets_between, earnings_chart
@@ -28,8 +28,6 @@ dashboard = Blueprint("dashboard", __name__)
 
 #: The filters of the form, by the name a report knows them by.
 TEXT_FILTERS = ("framework", "task_type", "model", "client", "device")
-#: The same filters as task columns, for the recent tasks.
-TASK_COLUMN = {"device": "device_id"}
 RECENT = 20
 
 
@@ -56,7 +54,7 @@ class Filters:
         return ReportQuery(group_by=group_by, since=self._start(), until=self._end(), filters=self.chosen)
 
     def tasks(self) -> TaskQuery:
-        filters = {TASK_COLUMN.get(name, name): value for name, value in self.chosen.items()}
+        filters = {task_column(name): value for name, value in self.chosen.items()}
         return TaskQuery(filters=filters, since=self._start(), until=self._end(), limit=RECENT)
 
     def query_string(self) -> dict[str, str]:

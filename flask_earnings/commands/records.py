@@ -15,7 +15,7 @@ from flask.cli import with_appcontext
 
 from ..money import format_money
 from ..queries import TaskQuery, count_tasks, iter_tasks
-from ..reports import FILTERS, GROUPS, Report, ReportError, ReportQuery, csv_header, csv_rows, summary
+from ..reports import FILTERS, GROUPS, Report, ReportError, ReportQuery, csv_header, csv_rows, summary, task_column
 from ..tasks import EarningsBreakdown, Task, TaskStatus
 from .group import app_state, earnings_cli, moment
 
@@ -118,8 +118,7 @@ def tasks_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    names = {"device": "device_id"}
-    chosen = {names.get(name, name): value for name, value in filters.items() if value is not None}
+    chosen = {task_column(name): value for name, value in filters.items() if value is not None}
     query = TaskQuery(filters=chosen, since=since, until=until, limit=limit or None)
     store = app_state().store
     tasks = iter_tasks(store, query)
